@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs the Debian packages that building, running and testing checkoutd need.
+# Run as root it installs what is missing (apt-get); otherwise it prints the line to run.
+# Usage: scripts/deps.sh [build|test|bench]   (each set includes the ones before it)
+set -eu
+set_name=${1:-build}
+pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev curl ca-certificates"
+case "$set_name" in
+  build) ;;
+  test)  pkgs="$pkgs libcmocka-dev" ;;
+  bench) pkgs="$pkgs libcmocka-dev wrk nginx libnginx-mod-http-echo python3-aiohttp procps" ;;
+  lint)  pkgs="$pkgs clang-format clang-tidy cppcheck" ;;
+  *) echo "deps.sh: unknown set '$set_name' (build, test, bench, lint)" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $pkgs; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "installed" ] || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps.sh: missing Debian packages:$missing" >&2
+  echo "deps.sh: run as root:  apt-get update && apt-get install -y$missing" >&2
+  exit 1
+fi
+echo "deps.sh: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
