@@ -23,7 +23,7 @@ endif
 
 CFLAGS   += $(BASE) $(WARN) $(OPT) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDFLAGS  += $(OPT) -pthread
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 
 LIB_SRC  := $(wildcard lib/*.c)
 SVC_SRC  := $(filter-out service/main.c,$(wildcard service/*.c))

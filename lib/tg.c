@@ -1,0 +1,644 @@
+/* tg — task groups over libcurl multi. See tg.h for the contract.
+ *
+ * One loop thread owns the CURLM handle, every easy handle and every running group; other threads
+ * only push groups onto the submit queue (a mutex-guarded list) and wake the loop with
+ * curl_multi_wakeup. Group deadlines live in a binary min-heap (O(log n) push/remove, O(1) peek), so
+ * a turn of the loop costs O(finished transfers + expired groups), not O(running groups).
+ *
+ * A turn: take submitted groups and start their calls; curl_multi_poll until I/O, a curl timer, the
+ * next group deadline or a wakeup; curl_multi_perform; read every finished transfer and classify it;
+ * expire deadlines; then finish every group that failed or completed in this turn (cancelling its
+ * remaining calls). Finishing after reading all messages is what makes "failures observed in the
+ * same turn are all reported" hold. */
+#include "tg.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TG_MAX_CALLS 64
+
+typedef struct tg_call {
+    tg_group *group;
+    CURL *easy; /* non-NULL while the transfer is in the multi handle */
+    struct curl_slist *headers;
+    char *url;
+    char *body;
+    size_t body_len;
+    long timeout_ms;
+    char *resp; /* the upstream's body as it arrives */
+    size_t resp_len, resp_cap, resp_limit;
+    int resp_too_big;
+    uint64_t start_ns;
+    tg_result result;
+    char curl_error[CURL_ERROR_SIZE]; /* libcurl's detailed reason, e.g. "connection refused" */
+} tg_call;
+
+struct tg_group {
+    tg_group *next;        /* submit queue, then the finish list of one turn */
+    size_t ncalls, running; /* running: calls whose transfer is in the multi handle */
+    size_t nfailed;
+    long deadline_ms;
+    uint64_t start_ns, deadline_ns, finish_ns;
+    size_t heap_index; /* position in loop->heap, SIZE_MAX when not in it */
+    int finishing;     /* on this turn's finish list */
+    tg_done_fn done;
+    void *user;
+    tg_call calls[];
+};
+
+struct tg_loop {
+    CURLM *multi;
+    long max_body_bytes;
+    pthread_t thread;
+    int thread_started;
+    atomic_int stopping;
+
+    pthread_mutex_t lock; /* guards the submit queue and closed */
+    tg_group *queue_head, *queue_tail;
+    int closed; /* no more submissions (stopping) */
+
+    tg_group **heap; /* running groups, by deadline_ns */
+    size_t heap_len, heap_cap;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double ms_between(uint64_t from, uint64_t to)
+{
+    return to > from ? (double)(to - from) / 1e6 : 0.0;
+}
+
+/* ---- the deadline heap (libuv-style: index kept in the element for O(log n) removal) ---------- */
+
+static void heap_swap(tg_loop *l, size_t a, size_t b)
+{
+    tg_group *t = l->heap[a];
+    l->heap[a] = l->heap[b];
+    l->heap[b] = t;
+    l->heap[a]->heap_index = a;
+    l->heap[b]->heap_index = b;
+}
+
+static void heap_up(tg_loop *l, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (l->heap[parent]->deadline_ns <= l->heap[i]->deadline_ns)
+            break;
+        heap_swap(l, i, parent);
+        i = parent;
+    }
+}
+
+static void heap_down(tg_loop *l, size_t i)
+{
+    for (;;) {
+        size_t left = 2 * i + 1, right = left + 1, min = i;
+        if (left < l->heap_len && l->heap[left]->deadline_ns < l->heap[min]->deadline_ns)
+            min = left;
+        if (right < l->heap_len && l->heap[right]->deadline_ns < l->heap[min]->deadline_ns)
+            min = right;
+        if (min == i)
+            return;
+        heap_swap(l, i, min);
+        i = min;
+    }
+}
+
+static int heap_push(tg_loop *l, tg_group *g)
+{
+    if (l->heap_len == l->heap_cap) {
+        size_t cap = l->heap_cap ? l->heap_cap * 2 : 256;
+        tg_group **h = realloc(l->heap, cap * sizeof(*h));
+        if (h == NULL)
+            return -ENOMEM;
+        l->heap = h;
+        l->heap_cap = cap;
+    }
+    g->heap_index = l->heap_len;
+    l->heap[l->heap_len++] = g;
+    heap_up(l, g->heap_index);
+    return 0;
+}
+
+static void heap_remove(tg_loop *l, tg_group *g)
+{
+    size_t i = g->heap_index;
+    if (i == SIZE_MAX)
+        return;
+    g->heap_index = SIZE_MAX;
+    l->heap_len--;
+    if (i == l->heap_len)
+        return;
+    l->heap[i] = l->heap[l->heap_len];
+    l->heap[i]->heap_index = i;
+    heap_up(l, i);
+    heap_down(l, l->heap[i]->heap_index);
+}
+
+/* ---- calls ------------------------------------------------------------------------------------ */
+
+/* Appends what arrives; past resp_limit it returns 0, which makes curl abort with
+ * CURLE_WRITE_ERROR, so an oversized answer costs at most resp_limit bytes of memory. */
+static size_t call_on_data(char *data, size_t size, size_t nmemb, void *userp)
+{
+    tg_call *c = userp;
+    size_t n = size * nmemb;
+    if (n > c->resp_limit - c->resp_len) {
+        c->resp_too_big = 1;
+        return 0;
+    }
+    if (c->resp_len + n + 1 > c->resp_cap) {
+        size_t cap = c->resp_cap ? c->resp_cap : 512;
+        while (cap < c->resp_len + n + 1)
+            cap *= 2;
+        char *p = realloc(c->resp, cap);
+        if (p == NULL)
+            return 0;
+        c->resp = p;
+        c->resp_cap = cap;
+    }
+    memcpy(c->resp + c->resp_len, data, n);
+    c->resp_len += n;
+    c->resp[c->resp_len] = '\0';
+    return n;
+}
+
+__attribute__((format(printf, 3, 4))) static void call_fail(tg_call *c, tg_kind kind,
+                                                           const char *fmt, ...)
+{
+    va_list ap;
+    c->result.state = TG_FAILED;
+    c->result.kind = kind;
+    va_start(ap, fmt);
+    vsnprintf(c->result.message, sizeof(c->result.message), fmt, ap);
+    va_end(ap);
+}
+
+/* The contract's table: 2xx + JSON object is a success, 4xx rejected, 5xx upstream_error, anything
+ * else that answered is invalid_response; no answer is transport or timeout. */
+static void call_classify(tg_call *c, CURLcode rc, const char *curl_error)
+{
+    tg_result *r = &c->result;
+    long status = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    r->http_status = status;
+    if (c->resp_len > 0 && !c->resp_too_big)
+        r->body = json_loadb(c->resp, c->resp_len, JSON_DECODE_ANY, NULL);
+
+    if (c->resp_too_big) {
+        call_fail(c, TG_INVALID_RESPONSE, "answered a body larger than %ld bytes",
+                  (long)c->resp_limit);
+    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+        call_fail(c, TG_TIMEOUT, "did not answer within %ld ms", c->timeout_ms);
+    } else if (rc == CURLE_WEIRD_SERVER_REPLY || rc == CURLE_BAD_CONTENT_ENCODING ||
+               rc == CURLE_UNSUPPORTED_PROTOCOL) {
+        call_fail(c, TG_INVALID_RESPONSE, "answered garbage: %s", curl_error);
+    } else if (rc != CURLE_OK) {
+        call_fail(c, TG_TRANSPORT, "unreachable: %s", curl_error);
+    } else if (status >= 200 && status < 300) {
+        if (json_is_object(r->body))
+            r->state = TG_OK;
+        else
+            call_fail(c, TG_INVALID_RESPONSE, "answered HTTP %ld without a JSON object", status);
+    } else if (status >= 400 && status < 500) {
+        call_fail(c, TG_REJECTED, "rejected with HTTP %ld", status);
+    } else if (status >= 500) {
+        call_fail(c, TG_UPSTREAM_ERROR, "failed with HTTP %ld", status);
+    } else {
+        call_fail(c, TG_INVALID_RESPONSE, "answered HTTP %ld (redirects are not followed)",
+                  status);
+    }
+}
+
+/* Removing a running easy handle from the multi handle aborts its transfer: libcurl closes the
+ * connection (it cannot be reused mid-answer), which is what the upstream sees as a cancel. */
+static void call_detach(tg_loop *l, tg_call *c)
+{
+    if (c->easy == NULL)
+        return;
+    curl_multi_remove_handle(l->multi, c->easy);
+    curl_easy_cleanup(c->easy);
+    c->easy = NULL;
+    c->group->running--;
+}
+
+static int call_start(tg_loop *l, tg_call *c)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return -ENOMEM;
+    c->resp_limit = (size_t)l->max_body_bytes;
+    c->start_ns = now_ns();
+    curl_easy_setopt(e, CURLOPT_URL, c->url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, call_on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->curl_error);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (curl_multi_add_handle(l->multi, e) != CURLM_OK) {
+        curl_easy_cleanup(e);
+        return -ENOMEM;
+    }
+    c->easy = e;
+    c->group->running++;
+    return 0;
+}
+
+/* ---- groups ----------------------------------------------------------------------------------- */
+
+tg_group *tg_group_new(size_t ncalls, long deadline_ms, tg_done_fn done, void *user)
+{
+    if (ncalls == 0 || ncalls > TG_MAX_CALLS || done == NULL)
+        return NULL;
+    tg_group *g = calloc(1, sizeof(*g) + ncalls * sizeof(tg_call));
+    if (g == NULL)
+        return NULL;
+    g->ncalls = ncalls;
+    g->deadline_ms = deadline_ms;
+    g->heap_index = SIZE_MAX;
+    g->done = done;
+    g->user = user;
+    for (size_t i = 0; i < ncalls; i++)
+        g->calls[i].group = g;
+    return g;
+}
+
+int tg_call_set(tg_group *g, size_t i, const char *url, char *body, size_t body_len,
+                const char *const headers[], long timeout_ms)
+{
+    tg_call *c = &g->calls[i];
+    struct curl_slist *list = NULL;
+    char *url_copy = strdup(url);
+    if (url_copy == NULL)
+        goto fail;
+    for (size_t h = 0; headers != NULL && headers[h] != NULL; h++) {
+        struct curl_slist *next = curl_slist_append(list, headers[h]);
+        if (next == NULL)
+            goto fail;
+        list = next;
+    }
+    /* "Expect:" stops libcurl from waiting for a 100-continue on larger bodies. */
+    struct curl_slist *next = curl_slist_append(list, "Expect:");
+    if (next == NULL)
+        goto fail;
+    list = next;
+    free(c->url);
+    free(c->body);
+    curl_slist_free_all(c->headers);
+    c->url = url_copy;
+    c->headers = list;
+    c->body = body;
+    c->body_len = body_len;
+    c->timeout_ms = timeout_ms;
+    return 0;
+fail:
+    free(url_copy);
+    curl_slist_free_all(list);
+    return -ENOMEM;
+}
+
+void tg_group_free(tg_group *g)
+{
+    if (g == NULL)
+        return;
+    for (size_t i = 0; i < g->ncalls; i++) {
+        tg_call *c = &g->calls[i];
+        free(c->url);
+        free(c->body);
+        free(c->resp);
+        curl_slist_free_all(c->headers);
+        json_decref(c->result.body);
+    }
+    free(g);
+}
+
+size_t tg_group_size(const tg_group *g)
+{
+    return g->ncalls;
+}
+
+const tg_result *tg_group_result(const tg_group *g, size_t i)
+{
+    return i < g->ncalls ? &g->calls[i].result : NULL;
+}
+
+size_t tg_group_failures(const tg_group *g)
+{
+    return g->nfailed;
+}
+
+double tg_group_elapsed_ms(const tg_group *g)
+{
+    return ms_between(g->start_ns, g->finish_ns);
+}
+
+void *tg_group_user(const tg_group *g)
+{
+    return g->user;
+}
+
+const char *tg_kind_name(tg_kind kind)
+{
+    switch (kind) {
+    case TG_REJECTED:
+        return "rejected";
+    case TG_UPSTREAM_ERROR:
+        return "upstream_error";
+    case TG_INVALID_RESPONSE:
+        return "invalid_response";
+    case TG_TRANSPORT:
+        return "transport";
+    case TG_TIMEOUT:
+        return "timeout";
+    case TG_KIND_NONE:
+        break;
+    }
+    return "ok";
+}
+
+/* Marks g to finish at the end of this turn (once). */
+static void finish_later(tg_group **list, tg_group *g)
+{
+    if (g->finishing)
+        return;
+    g->finishing = 1;
+    g->next = *list;
+    *list = g;
+}
+
+static void record_failure(tg_call *c)
+{
+    c->group->nfailed++;
+    c->result.fail_seq = (unsigned)c->group->nfailed;
+}
+
+/* Cancels what still runs, takes g off the heap and hands it back through done. After done the
+ * group may be freed: nothing touches it afterwards. */
+static void group_finish(tg_loop *l, tg_group *g)
+{
+    for (size_t i = 0; i < g->ncalls; i++) {
+        tg_call *c = &g->calls[i];
+        if (c->result.state == TG_PENDING) {
+            call_detach(l, c);
+            c->result.state = TG_CANCELLED;
+        }
+    }
+    heap_remove(l, g);
+    g->finish_ns = now_ns();
+    g->done(g, g->user);
+}
+
+/* Finishes groups in the order they were observed; the list was built by prepending, so reverse
+ * it first. O(groups finished this turn). */
+static void finish_all(tg_loop *l, tg_group *list)
+{
+    tg_group *ordered = NULL;
+    while (list != NULL) {
+        tg_group *next = list->next;
+        list->next = ordered;
+        ordered = list;
+        list = next;
+    }
+    while (ordered != NULL) {
+        tg_group *next = ordered->next;
+        ordered->next = NULL;
+        group_finish(l, ordered);
+        ordered = next;
+    }
+}
+
+static void group_start(tg_loop *l, tg_group *g, tg_group **finish)
+{
+    g->start_ns = now_ns();
+    g->deadline_ns = g->start_ns + (uint64_t)g->deadline_ms * 1000000u;
+    if (heap_push(l, g) != 0) {
+        for (size_t i = 0; i < g->ncalls; i++) {
+            call_fail(&g->calls[i], TG_TRANSPORT, "not started: out of memory");
+            record_failure(&g->calls[i]);
+        }
+        finish_later(finish, g);
+        return;
+    }
+    for (size_t i = 0; i < g->ncalls; i++) {
+        tg_call *c = &g->calls[i];
+        if (call_start(l, c) != 0) {
+            call_fail(c, TG_TRANSPORT, "not started: out of memory");
+            record_failure(c);
+            finish_later(finish, g);
+            return;
+        }
+    }
+}
+
+static tg_group *queue_take(tg_loop *l)
+{
+    pthread_mutex_lock(&l->lock);
+    tg_group *head = l->queue_head;
+    l->queue_head = l->queue_tail = NULL;
+    pthread_mutex_unlock(&l->lock);
+    return head;
+}
+
+/* Reads every finished transfer of this turn; a failure or a completed group goes on finish. */
+static void read_finished(tg_loop *l, tg_group **finish)
+{
+    CURLMsg *msg;
+    int left = 0;
+    for (;;) {
+        msg = curl_multi_info_read(l->multi, &left);
+        if (msg == NULL)
+            break;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        tg_call *c = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        CURLcode rc = msg->data.result;
+        c->result.elapsed_ms = ms_between(c->start_ns, now_ns());
+        call_classify(c, rc, c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc));
+        call_detach(l, c);
+        if (c->result.state == TG_FAILED) {
+            record_failure(c);
+            finish_later(finish, c->group);
+        } else if (c->group->running == 0) {
+            finish_later(finish, c->group);
+        }
+    }
+}
+
+static void expire_deadlines(tg_loop *l, tg_group **finish)
+{
+    uint64_t now = now_ns();
+    while (l->heap_len > 0 && l->heap[0]->deadline_ns <= now) {
+        tg_group *g = l->heap[0];
+        heap_remove(l, g);
+        for (size_t i = 0; i < g->ncalls; i++) {
+            tg_call *c = &g->calls[i];
+            if (c->result.state != TG_PENDING)
+                continue;
+            call_detach(l, c);
+            c->result.elapsed_ms = ms_between(c->start_ns, now);
+            call_fail(c, TG_TIMEOUT, "checkout deadline of %ld ms passed", g->deadline_ms);
+            record_failure(c);
+        }
+        finish_later(finish, g);
+    }
+}
+
+static int wait_ms(const tg_loop *l, int max_wait_ms)
+{
+    if (l->heap_len == 0)
+        return max_wait_ms;
+    uint64_t now = now_ns(), due = l->heap[0]->deadline_ns;
+    if (due <= now)
+        return 0;
+    uint64_t ms = (due - now + 999999u) / 1000000u; /* round up: never wake before the deadline */
+    return ms < (uint64_t)max_wait_ms ? (int)ms : max_wait_ms;
+}
+
+int tg_loop_run_once(tg_loop *l, int max_wait_ms)
+{
+    tg_group *finish = NULL;
+    tg_group *g = queue_take(l);
+    while (g != NULL) {
+        tg_group *next = g->next;
+        g->next = NULL;
+        group_start(l, g, &finish);
+        g = next;
+    }
+    int running = 0;
+    curl_multi_perform(l->multi, &running);
+    read_finished(l, &finish);
+    if (finish == NULL) {
+        curl_multi_poll(l->multi, NULL, 0, wait_ms(l, max_wait_ms), NULL);
+        curl_multi_perform(l->multi, &running);
+        read_finished(l, &finish);
+    }
+    expire_deadlines(l, &finish);
+    finish_all(l, finish);
+    return (int)l->heap_len;
+}
+
+/* ---- the loop --------------------------------------------------------------------------------- */
+
+tg_loop *tg_loop_new(const tg_loop_options *opts)
+{
+    pthread_once(&curl_once, curl_init_once);
+    tg_loop *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    l->max_body_bytes = opts && opts->max_body_bytes > 0 ? opts->max_body_bytes : 1048576;
+    l->multi = curl_multi_init();
+    if (l->multi == NULL)
+        goto fail;
+    if (opts && opts->max_connections > 0)
+        curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, opts->max_connections);
+    pthread_mutex_init(&l->lock, NULL);
+    return l;
+fail:
+    free(l);
+    return NULL;
+}
+
+static void *loop_main(void *arg)
+{
+    tg_loop *l = arg;
+    while (!atomic_load(&l->stopping))
+        tg_loop_run_once(l, 1000);
+    return NULL;
+}
+
+int tg_loop_start(tg_loop *l)
+{
+    if (l->thread_started)
+        return -EALREADY;
+    int rc = pthread_create(&l->thread, NULL, loop_main, l);
+    if (rc != 0)
+        return -rc;
+    l->thread_started = 1;
+    return 0;
+}
+
+int tg_submit(tg_loop *l, tg_group *g)
+{
+    pthread_mutex_lock(&l->lock);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->lock);
+        return -ESHUTDOWN;
+    }
+    g->next = NULL;
+    if (l->queue_tail != NULL)
+        l->queue_tail->next = g;
+    else
+        l->queue_head = g;
+    l->queue_tail = g;
+    pthread_mutex_unlock(&l->lock);
+    curl_multi_wakeup(l->multi);
+    return 0;
+}
+
+void tg_loop_stop(tg_loop *l)
+{
+    pthread_mutex_lock(&l->lock);
+    l->closed = 1;
+    pthread_mutex_unlock(&l->lock);
+    atomic_store(&l->stopping, 1);
+    if (l->thread_started) {
+        curl_multi_wakeup(l->multi);
+        pthread_join(l->thread, NULL);
+        l->thread_started = 0;
+    }
+    /* Whatever still runs or waits is cancelled, so every group's done runs exactly once. */
+    tg_group *finish = NULL;
+    tg_group *g = queue_take(l);
+    while (g != NULL) {
+        tg_group *next = g->next;
+        g->next = NULL;
+        finish_later(&finish, g);
+        g = next;
+    }
+    while (l->heap_len > 0) {
+        tg_group *top = l->heap[0];
+        heap_remove(l, top);
+        finish_later(&finish, top);
+    }
+    finish_all(l, finish);
+}
+
+void tg_loop_free(tg_loop *l)
+{
+    if (l == NULL)
+        return;
+    tg_loop_stop(l);
+    curl_multi_cleanup(l->multi);
+    pthread_mutex_destroy(&l->lock);
+    free(l->heap);
+    free(l);
+}

@@ -1,0 +1,93 @@
+/* tg — task groups of concurrent HTTP POSTs over one libcurl multi loop (structured concurrency).
+ *
+ * A tg_loop owns a CURLM handle and the thread that drives it. A tg_group is N calls submitted
+ * together: the loop starts them all at once and finishes the group exactly once, calling its done
+ * callback on the loop thread, when
+ *   - every call succeeded (2xx with a JSON object body), or
+ *   - a call failed: every call still running is removed from the multi handle (its transfer is
+ *     aborted and its connection closed) and marked TG_CANCELLED; the callback fires at once, without
+ *     waiting for them. Failures observed in the same turn of the loop are all reported, in order, or
+ *   - the group's deadline passed: every call still running fails with kind TG_TIMEOUT.
+ * Connections to upstreams stay alive in the multi handle's cache and are reused across groups.
+ *
+ * Ownership: the caller fills a group (tg_group_new, tg_call_set), submits it and must not touch it
+ * until done runs; from done on, the group is the caller's again and tg_group_free releases it
+ * (calling it inside done is fine and keeps allocation and free on the loop thread).
+ * Threads: tg_submit and tg_loop_stop are safe from any thread; everything else runs on one thread
+ * at a time. tg_loop_run_once lets a test drive the loop by hand instead of tg_loop_start. */
+#ifndef CHECKOUTD_TG_H
+#define CHECKOUTD_TG_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+typedef struct tg_loop tg_loop;
+typedef struct tg_group tg_group;
+
+typedef enum tg_state {
+    TG_PENDING = 0, /* not finished (only seen before done) */
+    TG_OK,          /* 2xx with a JSON object: result.body holds it */
+    TG_FAILED,      /* see result.kind */
+    TG_CANCELLED,   /* aborted because another call of the group failed */
+} tg_state;
+
+typedef enum tg_kind {
+    TG_KIND_NONE = 0,
+    TG_REJECTED,         /* 4xx */
+    TG_UPSTREAM_ERROR,   /* 5xx */
+    TG_INVALID_RESPONSE, /* 2xx without a JSON object, 1xx/3xx, body too large, garbage */
+    TG_TRANSPORT,        /* refused, reset, unresolvable, cut off */
+    TG_TIMEOUT,          /* the call's timeout or the group's deadline passed */
+} tg_kind;
+
+typedef struct tg_result {
+    tg_state state;
+    tg_kind kind;
+    long http_status;  /* the upstream's status, 0 when no HTTP answer came */
+    json_t *body;      /* the upstream body parsed as JSON (any value), else NULL; owned by group */
+    char message[160]; /* a short sentence for failures of kind transport/timeout/invalid_response */
+    double elapsed_ms; /* from the call's start to its end (0 for cancelled calls) */
+    unsigned fail_seq; /* 1, 2, ...: the order in which the group's failures were observed */
+} tg_result;
+
+typedef void (*tg_done_fn)(tg_group *g, void *user);
+
+typedef struct tg_loop_options {
+    long max_body_bytes; /* an upstream body larger than this fails as TG_INVALID_RESPONSE */
+    long max_connections; /* connection cache size (CURLMOPT_MAXCONNECTS); 0: libcurl's default */
+} tg_loop_options;
+
+/* Creates a loop (not yet running). NULL on failure. Calls curl_global_init once per process. */
+tg_loop *tg_loop_new(const tg_loop_options *opts);
+/* Starts the loop's own thread. 0 or a negative errno. */
+int tg_loop_start(tg_loop *loop);
+/* Stops and joins the loop thread; groups still running finish with their calls cancelled (their
+ * done runs on the calling thread). Safe to call twice. */
+void tg_loop_stop(tg_loop *loop);
+/* Stops if needed, then frees. */
+void tg_loop_free(tg_loop *loop);
+/* One turn by hand (no thread started): take submitted groups, wait up to max_wait_ms for I/O,
+ * progress transfers, finish groups. Returns the number of groups still running. */
+int tg_loop_run_once(tg_loop *loop, int max_wait_ms);
+
+/* A group of ncalls (1..64) with a deadline in ms from its submission. NULL on failure. */
+tg_group *tg_group_new(size_t ncalls, long deadline_ms, tg_done_fn done, void *user);
+/* Sets call i: POST body (the group takes ownership of body: malloc'd, freed with the group) to
+ * url with headers (NULL-terminated "Name: value" strings, copied) and a timeout. 0 or -ENOMEM. */
+int tg_call_set(tg_group *g, size_t i, const char *url, char *body, size_t body_len,
+                const char *const headers[], long timeout_ms);
+/* Hands the group to the loop; the loop wakes and starts every call. 0 or -ESHUTDOWN. */
+int tg_submit(tg_loop *loop, tg_group *g);
+void tg_group_free(tg_group *g);
+
+size_t tg_group_size(const tg_group *g);
+const tg_result *tg_group_result(const tg_group *g, size_t i);
+/* Number of failed calls (0 means the group succeeded). */
+size_t tg_group_failures(const tg_group *g);
+/* Milliseconds from submission to finish. */
+double tg_group_elapsed_ms(const tg_group *g);
+void *tg_group_user(const tg_group *g);
+
+const char *tg_kind_name(tg_kind kind); /* "rejected", "timeout", ... ; "ok" for TG_KIND_NONE */
+
+#endif

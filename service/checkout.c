@@ -1,0 +1,265 @@
+/* checkout — the POST /checkout path. See checkout.h.
+ *
+ *   accept   co_accept: parse the body, check order_id and every configured field, admit it under
+ *            max_inflight, build one upstream body per validation ({"order_id", "<field>": value})
+ *   fan out  co_launch: submit them as one task group; the loop starts every call at once
+ *   first failure, cancel
+ *            tg: the first failure aborts every call still running (its connection closes), the
+ *            deadline turns what still runs into timeouts
+ *   answer   on_group_done (loop thread): eg_build turns the group into 200 or the error group,
+ *            reply() hands it to the server, which resumes the client's connection. */
+#include "checkout.h"
+
+#include "eg.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+struct co_checkout {
+    co_service *service;
+    tg_group *group;
+    co_reply_fn reply;
+    void *conn;
+    struct timespec accepted;
+    char order_id[4 * CO_ID_MAX + 1]; /* up to 128 code points of UTF-8 */
+    char request_id[CO_ID_MAX + 1];
+};
+
+void co_service_init(co_service *s, const cfg *c, tg_loop *loop)
+{
+    memset(s, 0, sizeof(*s));
+    s->cfg = c;
+    s->loop = loop;
+    for (size_t i = 0; i < c->nvalidations; i++)
+        s->names[i] = c->validations[i].name;
+    atomic_init(&s->inflight, 0);
+}
+
+void co_error_answer(co_answer *a, int http_status, const char *code, const char *message)
+{
+    json_t *doc = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
+    a->http_status = http_status;
+    a->body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    a->body_len = a->body ? strlen(a->body) : 0;
+    json_decref(doc);
+}
+
+/* Random hex ids: per-thread xorshift seeded once from getrandom; ids need to be unique, not secret. */
+static void random_hex(char *out, size_t nhex)
+{
+    static _Thread_local unsigned long long state;
+    static const char hex[] = "0123456789abcdef";
+    while (state == 0) {
+        if (getrandom(&state, sizeof(state), 0) != (ssize_t)sizeof(state))
+            state = (unsigned long long)time(NULL) ^ (unsigned long long)(size_t)&state;
+    }
+    for (size_t i = 0; i < nhex; i++) {
+        if (i % 16 == 0) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+        }
+        out[i] = hex[(state >> (4 * (i % 16))) & 15];
+    }
+    out[nhex] = '\0';
+}
+
+/* A client's X-Request-Id is kept when it is short printable ASCII (it goes into upstream headers
+ * and logs), else replaced. */
+static void choose_request_id(const char *given, char *out, size_t cap)
+{
+    size_t len = given ? strlen(given) : 0;
+    int ok = len > 0 && len < cap;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = given[i] > 0x20 && given[i] < 0x7f;
+    if (ok)
+        memcpy(out, given, len + 1);
+    else
+        random_hex(out, 32);
+}
+
+static size_t utf8_code_points(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+static int client_error(co_answer *now, const char *code, const char *message)
+{
+    co_error_answer(now, 400, code, message);
+    return 1;
+}
+
+/* The checks of the contract, in order; 0 when the order may go upstream. */
+static int check_order(const co_service *s, json_t *order, const json_error_t *jerr,
+                       co_answer *now)
+{
+    char msg[300];
+    if (order == NULL) {
+        snprintf(msg, sizeof(msg), "body is not valid JSON: line %d column %d: %s", jerr->line,
+                 jerr->column, jerr->text);
+        return client_error(now, "invalid_json", msg);
+    }
+    if (!json_is_object(order))
+        return client_error(now, "invalid_request", "body must be a JSON object");
+    json_t *id = json_object_get(order, "order_id");
+    if (id != NULL) {
+        const char *text = json_string_value(id);
+        size_t points = text ? utf8_code_points(text) : 0;
+        if (text == NULL || points == 0 || points > CO_ID_MAX || strlen(text) != json_string_length(id))
+            return client_error(now, "invalid_request",
+                                "order_id must be a non-empty string of at most 128 characters");
+    }
+    for (size_t i = 0; i < s->cfg->nvalidations; i++) {
+        const char *field = s->cfg->validations[i].field;
+        if (json_object_get(order, field) == NULL) {
+            snprintf(msg, sizeof(msg), "missing field \"%.200s\" (needed by validation %s)", field,
+                     s->cfg->validations[i].name);
+            return client_error(now, "invalid_request", msg);
+        }
+    }
+    return 0;
+}
+
+/* {"order_id": ..., "<field>": <the request's value, unchanged>} for each validation. */
+static int build_calls(co_service *s, co_checkout *c, json_t *order, const char *const headers[])
+{
+    for (size_t i = 0; i < s->cfg->nvalidations; i++) {
+        const cfg_validation *v = &s->cfg->validations[i];
+        json_t *doc = json_pack("{s:s, s:O}", "order_id", c->order_id, v->field,
+                                json_object_get(order, v->field));
+        char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        json_decref(doc);
+        if (body == NULL)
+            return -1;
+        if (tg_call_set(c->group, i, v->url, body, strlen(body), headers, v->timeout_ms) != 0) {
+            free(body);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void on_group_done(tg_group *g, void *user);
+
+int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *conn,
+              co_checkout **out, co_answer *now)
+{
+    json_error_t jerr;
+    co_checkout *c = NULL;
+    int admitted = 0;
+    memset(now, 0, sizeof(*now));
+    *out = NULL;
+    choose_request_id(req->request_id, now->request_id, sizeof(now->request_id));
+
+    json_t *order = json_loadb(req->body, req->body_len, 0, &jerr);
+    if (check_order(s, order, &jerr, now) != 0) {
+        json_decref(order);
+        return 1;
+    }
+    if (atomic_fetch_add(&s->inflight, 1) >= s->cfg->max_inflight) {
+        atomic_fetch_sub(&s->inflight, 1);
+        json_decref(order);
+        co_error_answer(now, 503, "overloaded", "too many checkouts in flight; retry shortly");
+        now->retry_after = 1;
+        return 1;
+    }
+    admitted = 1;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        goto fail;
+    c->service = s;
+    c->reply = reply;
+    c->conn = conn;
+    clock_gettime(CLOCK_MONOTONIC, &c->accepted);
+    memcpy(c->request_id, now->request_id, sizeof(c->request_id));
+    const char *given_id = json_string_value(json_object_get(order, "order_id"));
+    if (given_id != NULL) {
+        snprintf(c->order_id, sizeof(c->order_id), "%s", given_id);
+    } else {
+        char hex[17];
+        random_hex(hex, 16);
+        snprintf(c->order_id, sizeof(c->order_id), "ord-%s", hex);
+    }
+
+    char h_id[CO_ID_MAX + 32], h_idem[600], h_trace[600];
+    const char *headers[5];
+    size_t nh = 0;
+    headers[nh++] = "Content-Type: application/json";
+    snprintf(h_id, sizeof(h_id), "X-Request-Id: %s", c->request_id);
+    headers[nh++] = h_id;
+    if (req->idempotency_key != NULL) {
+        snprintf(h_idem, sizeof(h_idem), "Idempotency-Key: %.512s", req->idempotency_key);
+        headers[nh++] = h_idem;
+    }
+    if (req->traceparent != NULL) {
+        snprintf(h_trace, sizeof(h_trace), "traceparent: %.512s", req->traceparent);
+        headers[nh++] = h_trace;
+    }
+    headers[nh] = NULL;
+
+    c->group = tg_group_new(s->cfg->nvalidations, s->cfg->deadline_ms, on_group_done, c);
+    if (c->group == NULL || build_calls(s, c, order, headers) != 0)
+        goto fail;
+    json_decref(order);
+    *out = c;
+    return 0;
+fail:
+    json_decref(order);
+    if (c != NULL)
+        tg_group_free(c->group);
+    free(c);
+    if (admitted)
+        atomic_fetch_sub(&s->inflight, 1);
+    co_error_answer(now, 500, "internal", "out of memory");
+    return -1;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void finish(co_checkout *c, co_answer *a)
+{
+    co_service *s = c->service;
+    memcpy(a->request_id, c->request_id, sizeof(a->request_id));
+    c->reply(c->conn, a);
+    tg_group_free(c->group);
+    free(c);
+    atomic_fetch_sub(&s->inflight, 1);
+}
+
+void co_launch(co_service *s, co_checkout *c)
+{
+    if (tg_submit(s->loop, c->group) == 0)
+        return;
+    co_answer a = {0};
+    co_error_answer(&a, 503, "shutting_down", "the service is shutting down");
+    finish(c, &a);
+}
+
+/* Runs on the loop thread: the group allocated its results here, and they are freed here too. */
+static void on_group_done(tg_group *g, void *user)
+{
+    co_checkout *c = user;
+    eg_answer e;
+    co_answer a = {0};
+    if (eg_build(g, c->service->names, c->order_id, ms_since(&c->accepted), &e) == 0) {
+        a.http_status = e.http_status;
+        a.body = e.body;
+        a.body_len = e.body_len;
+    } else {
+        co_error_answer(&a, 500, "internal", "out of memory while building the answer");
+    }
+    finish(c, &a);
+}

@@ -1,0 +1,61 @@
+/* checkout — the POST /checkout path, top to bottom: validate the order, fan its validations out as
+ * one task group, and turn the group's outcome into the answer (accepted or the error group).
+ *
+ * HTTP-agnostic: the server hands over the body and the forwarded headers, and gets an answer back
+ * either at once (a client error) or later, on the task-group loop thread, through reply().
+ * Cost per checkout: one JSON parse of the body, one small JSON dump per validation, one group. */
+#ifndef CHECKOUTD_CHECKOUT_H
+#define CHECKOUTD_CHECKOUT_H
+
+#include "cfg.h"
+#include "tg.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#define CO_ID_MAX 128 /* request ids and order ids are at most this many bytes/code points */
+
+typedef struct co_service {
+    const cfg *cfg;
+    tg_loop *loop;
+    const char *names[CFG_MAX_VALIDATIONS]; /* validation names, in config order */
+    atomic_long inflight;                   /* checkouts whose group is running */
+} co_service;
+
+typedef struct co_request {
+    const char *body;
+    size_t body_len;
+    const char *request_id;      /* the client's X-Request-Id, or NULL */
+    const char *idempotency_key; /* forwarded when present */
+    const char *traceparent;     /* forwarded when present */
+} co_request;
+
+typedef struct co_answer {
+    int http_status;
+    char *body; /* malloc'd JSON text; whoever sends it frees it */
+    size_t body_len;
+    int retry_after; /* seconds for a Retry-After header, 0 for none */
+    char request_id[CO_ID_MAX + 1];
+} co_answer;
+
+typedef struct co_checkout co_checkout;
+
+/* Called once per launched checkout, on the loop thread, with its answer (ownership of body moves). */
+typedef void (*co_reply_fn)(void *conn, co_answer *answer);
+
+void co_service_init(co_service *s, const cfg *c, tg_loop *loop);
+
+/* Validates the request. A client error (or overload) fills *now and returns 1. Otherwise returns 0
+ * with *out ready to launch: the caller suspends its connection first, then calls co_launch, so
+ * that the reply can never overtake the suspension. -1: out of memory (*now holds a 500). */
+int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *conn,
+              co_checkout **out, co_answer *now);
+
+/* Starts every validation at once. The reply always comes exactly once: on the loop thread, or on
+ * the calling thread when the loop no longer takes work (shutting down: a 503). */
+void co_launch(co_service *s, co_checkout *c);
+
+/* {"error": {"code": code, "message": message}} as an answer; body NULL when out of memory. */
+void co_error_answer(co_answer *a, int http_status, const char *code, const char *message);
+
+#endif

@@ -1,0 +1,367 @@
+/* server — libmicrohttpd glue. See server.h.
+ *
+ * A request's life: the first call of the access handler routes it (404/405/415/413 by declared
+ * length are answered at once); body chunks are copied into our buffer, counted against
+ * max_body_bytes (0.9.75 has no option for that); the last call hands the body to co_accept. A
+ * launched checkout suspends the connection; reply() (loop thread) stores the answer and resumes it,
+ * and the next call of the access handler sends it. MHD_resume_connection is thread-safe, and the
+ * suspension always happens before co_launch, so a fast reply cannot be lost. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SRV_CONNECTION_LIMIT 16384
+#define SRV_CONNECTION_TIMEOUT_S 30
+
+struct srv {
+    struct MHD_Daemon *daemon;
+    const cfg *cfg;
+    co_service *checkout;
+    int port;
+    atomic_int draining;
+    atomic_long pending; /* launched checkouts whose request has not completed */
+};
+
+typedef enum route { ROUTE_CHECKOUT, ROUTE_DONE } route;
+
+typedef struct srv_request {
+    srv *server;
+    struct MHD_Connection *conn;
+    route route;
+    char *body;
+    size_t body_len, body_cap;
+    int too_large;
+    int launched; /* counted in pending until the request completes */
+    int answered; /* reply() stored the answer; the next access-handler call sends it */
+    co_answer answer;
+} srv_request;
+
+/* Queues a JSON answer; MHD frees a->body once sent. A NULL body (out of memory) becomes a 500.
+ * allow: the Allow header of a 405, or NULL. */
+static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, const char *allow)
+{
+    static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+    struct MHD_Response *r;
+    int status = a->http_status;
+    if (a->body != NULL) {
+        r = MHD_create_response_from_buffer(a->body_len, a->body, MHD_RESPMEM_MUST_FREE);
+    } else {
+        status = 500;
+        r = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
+    }
+    if (r == NULL)
+        return MHD_NO; /* a->body stays ours: on_completed frees it */
+    a->body = NULL;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (a->request_id[0] != '\0')
+        MHD_add_response_header(r, "X-Request-Id", a->request_id);
+    if (a->retry_after > 0) {
+        char secs[16];
+        snprintf(secs, sizeof(secs), "%d", a->retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+    }
+    if (allow != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result send_error(srv_request *req, int status, const char *code,
+                                  const char *message, const char *allow)
+{
+    co_error_answer(&req->answer, status, code, message);
+    return send_answer(req->conn, &req->answer, allow);
+}
+
+static enum MHD_Result send_static(struct MHD_Connection *conn, int status, const char *json)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(json), (void *)json, MHD_RESPMEM_PERSISTENT);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+/* application/json, with or without parameters ("; charset=utf-8"), any letter case. */
+static int is_json_content_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    if (ct == NULL)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+        return 0;
+    char next = ct[sizeof(want) - 1];
+    return next == '\0' || next == ';' || next == ' ' || next == '\t';
+}
+
+/* reply() of co_launch: runs on the loop thread. The answer is stored before the resume, and the
+ * resume's lock orders it before the access handler reads it. */
+static void on_checkout_reply(void *conn_ctx, co_answer *answer)
+{
+    srv_request *req = conn_ctx;
+    req->answer = *answer;
+    req->answered = 1;
+    MHD_resume_connection(req->conn);
+}
+
+static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connection *conn,
+                                   const char *url, const char *method)
+{
+    if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) {
+        req->route = ROUTE_DONE;
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return send_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
+        if (strcmp(url, "/readyz") == 0 && atomic_load(&s->draining))
+            return send_static(conn, 503, "{\"status\":\"draining\"}");
+        return send_static(conn, 200, "{\"status\":\"ok\"}");
+    }
+    if (strcmp(url, "/checkout") != 0) {
+        req->route = ROUTE_DONE;
+        char msg[160];
+        snprintf(msg, sizeof(msg), "no such path: %.100s", url);
+        return send_error(req, 404, "not_found", msg, NULL);
+    }
+    req->route = ROUTE_DONE;
+    if (strcmp(method, "POST") != 0)
+        return send_error(req, 405, "method_not_allowed", "/checkout accepts POST only", "POST");
+    if (atomic_load(&s->draining))
+        return send_error(req, 503, "shutting_down", "the service is shutting down", NULL);
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!is_json_content_type(ct))
+        return send_error(req, 415, "unsupported_media_type",
+                          "Content-Type must be application/json", NULL);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)s->cfg->max_body_bytes) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "body is larger than %ld bytes", s->cfg->max_body_bytes);
+        return send_error(req, 413, "body_too_large", msg, NULL);
+    }
+    req->route = ROUTE_CHECKOUT;
+    return MHD_YES;
+}
+
+/* Copies a chunk into the body, never beyond max_body_bytes: past it the body is dropped and the
+ * rest of the upload is read and discarded, then answered 413. */
+static void take_chunk(srv *s, srv_request *req, const char *data, size_t n)
+{
+    size_t limit = (size_t)s->cfg->max_body_bytes;
+    if (req->too_large)
+        return;
+    if (n > limit - req->body_len) {
+        req->too_large = 1;
+        free(req->body);
+        req->body = NULL;
+        req->body_len = req->body_cap = 0;
+        return;
+    }
+    if (req->body_len + n > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 1024;
+        while (cap < req->body_len + n)
+            cap *= 2;
+        if (cap > limit)
+            cap = limit;
+        char *p = realloc(req->body, cap);
+        if (p == NULL) {
+            req->too_large = 1; /* answered as 413: we cannot hold it */
+            return;
+        }
+        req->body = p;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, n);
+    req->body_len += n;
+}
+
+static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Connection *conn)
+{
+    co_request cr = {
+        .body = req->body ? req->body : "",
+        .body_len = req->body_len,
+        .request_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
+        .idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key"),
+        .traceparent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),
+    };
+    co_checkout *c = NULL;
+    req->route = ROUTE_DONE;
+    if (co_accept(s->checkout, &cr, on_checkout_reply, req, &c, &req->answer) != 0)
+        return send_answer(conn, &req->answer, NULL);
+    free(req->body); /* the checkout holds what it needs */
+    req->body = NULL;
+    req->launched = 1;
+    atomic_fetch_add(&s->pending, 1);
+    MHD_suspend_connection(conn);
+    co_launch(s->checkout, c);
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    srv *s = cls;
+    srv_request *req = *con_cls;
+    (void)version;
+    if (req == NULL) {
+        req = calloc(1, sizeof(*req));
+        if (req == NULL)
+            return MHD_NO;
+        req->server = s;
+        req->conn = conn;
+        *con_cls = req;
+        return route_first(s, req, conn, url, method);
+    }
+    if (req->answered) {
+        req->answered = 0;
+        return send_answer(conn, &req->answer, NULL);
+    }
+    if (req->route != ROUTE_CHECKOUT) {
+        *upload_data_size = 0; /* an answer is queued already: discard the body */
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        take_chunk(s, req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->too_large) {
+        req->route = ROUTE_DONE;
+        char msg[96];
+        snprintf(msg, sizeof(msg), "body is larger than %ld bytes", s->cfg->max_body_bytes);
+        return send_error(req, 413, "body_too_large", msg, NULL);
+    }
+    return start_checkout(s, req, conn);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    srv *s = cls;
+    srv_request *req = *con_cls;
+    (void)conn;
+    (void)toe;
+    if (req == NULL)
+        return;
+    if (req->launched)
+        atomic_fetch_sub(&s->pending, 1);
+    free(req->body);
+    free(req->answer.body);
+    free(req);
+    *con_cls = NULL;
+}
+
+static int parse_listen(const cfg *c, struct sockaddr_storage *ss, socklen_t *len, int *v6)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, c->listen_host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)c->listen_port);
+        *len = sizeof(*a4);
+        *v6 = 0;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, c->listen_host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)c->listen_port);
+        *len = sizeof(*a6);
+        *v6 = 1;
+        return 0;
+    }
+    if (strcmp(c->listen_host, "localhost") == 0) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)c->listen_port);
+        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        *len = sizeof(*a4);
+        *v6 = 0;
+        return 0;
+    }
+    return -1;
+}
+
+srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    int v6 = 0;
+    srv *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->cfg = c;
+    s->checkout = checkout;
+    if (parse_listen(c, &ss, &sslen, &v6) != 0) {
+        snprintf(err, errlen, "listen: \"%s\" is not an IP address", c->listen_host);
+        goto fail;
+    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned threads = cpus > 1 ? (unsigned)(cpus < 16 ? cpus : 16) : 1;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)SRV_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)SRV_CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_END);
+    (void)sslen;
+    if (s->daemon == NULL) {
+        snprintf(err, errlen, "listen: cannot listen on %s:%d (in use, or not an address here)",
+                 c->listen_host, c->listen_port);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? (int)info->port : c->listen_port;
+    printf(v6 ? "listening on [%s]:%d\n" : "listening on %s:%d\n", c->listen_host, s->port);
+    fflush(stdout);
+    return s;
+fail:
+    free(s);
+    return NULL;
+}
+
+int srv_port(const srv *s)
+{
+    return s->port;
+}
+
+void srv_drain(srv *s)
+{
+    atomic_store(&s->draining, 1);
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+long srv_pending(srv *s)
+{
+    return atomic_load(&s->pending);
+}
+
+void srv_stop(srv *s)
+{
+    if (s == NULL)
+        return;
+    MHD_stop_daemon(s->daemon);
+    free(s);
+}
