@@ -158,7 +158,7 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
     *out = NULL;
     choose_request_id(req->request_id, now->request_id, sizeof(now->request_id));
 
-    json_t *order = json_loadb(req->body, req->body_len, 0, &jerr);
+    json_t *order = json_loadb(req->body, req->body_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     if (check_order(s, order, &jerr, now) != 0) {
         json_decref(order);
         return 1;

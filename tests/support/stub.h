@@ -1,0 +1,46 @@
+/* stub — a tiny in-process HTTP upstream on 127.0.0.1 (a free port) for unit tests, on
+ * libmicrohttpd with a thread per connection.
+ *
+ * Any path, any method; query arguments choose the answer:
+ *   status=N     (default 200, 100..599)
+ *   delay_ms=N   (default 0) wait before answering, watching the socket: a client that closes
+ *                meanwhile is counted in closed_early and its connection dropped, no answer
+ *   body=json    (default) {"ok":true,"path":"/x"} for 2xx, {"error":"stub_error","status":N} else
+ *        garbage `not json at all` | array `[1,2,3]` | empty (no bytes)
+ *        big     big_bytes=N (default 2097152, >= 2) bytes of one JSON string "aaa...a"
+ * e.g. http://127.0.0.1:PORT/x?status=409&delay_ms=200. A bad argument gets a 400
+ * {"error":"stub_bad_arg","arg":"..."}. Every answer has Content-Type: application/json.
+ * Counters: requests (seen), answered (answer queued), closed_early. The last request whose body
+ * was fully received is recorded (headers, body up to 16 MiB) under a mutex. stub_stop returns
+ * promptly even while handlers are delaying. All functions are thread-safe. */
+#ifndef CHECKOUTD_TEST_STUB_H
+#define CHECKOUTD_TEST_STUB_H
+
+#include <stddef.h>
+
+typedef struct stub stub;
+
+/* Starts listening on 127.0.0.1, port chosen by the kernel. NULL on failure. */
+stub *stub_start(void);
+
+int stub_port(const stub *s);
+
+/* Stops the daemon (open connections are cut), then frees s. NULL is fine. */
+void stub_stop(stub *s);
+
+unsigned stub_requests(stub *s);
+unsigned stub_answered(stub *s);
+unsigned stub_closed_early(stub *s);
+
+/* Polls until closed_early >= n: 0, or -1 on timeout. */
+int stub_wait_closed_early(stub *s, unsigned n, int timeout_ms);
+
+/* The value of header name (case-insensitive) of the last recorded request, NUL-terminated and
+ * truncated to cap, into out. 0 found, -1 not found or no request yet. */
+int stub_last_header(stub *s, const char *name, char *out, size_t cap);
+
+/* A malloc'd, NUL-terminated copy of the last recorded request's body (the caller frees it), or
+ * NULL when no request was recorded yet or memory ran out. */
+char *stub_last_body(stub *s);
+
+#endif

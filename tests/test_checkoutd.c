@@ -1,0 +1,589 @@
+/* Integration tests: the real checkoutd and fake-upstreams programs on free loopback ports, driven
+ * over HTTP. Every answer of the contract's POST /checkout section and every row of its client
+ * error table; what the upstreams receive; the proof of cancellation; and the invariant that each
+ * configured validation appears exactly once in every answer. */
+#include "support/http.h"
+#include "support/proc.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static const char *const names[] = {"address", "inventory", "payment"};
+
+typedef struct world {
+    proc upstreams, daemon;
+    int up_port[3]; /* address, inventory, payment */
+    int port;       /* checkoutd */
+    char config_path[64];
+} world;
+
+static world w;
+
+static const char *bin(const char *env, const char *fallback)
+{
+    const char *b = getenv(env);
+    return b ? b : fallback;
+}
+
+static int start_upstreams(proc *p, int ports[3])
+{
+    char *argv[] = {(char *)bin("FAKE_UPSTREAMS_BIN", "build/release/fake-upstreams"),
+                    "--address-port", "0", "--inventory-port", "0", "--payment-port", "0", NULL};
+    char line[256];
+    if (proc_spawn(p, argv, NULL, "/dev/null") != 0)
+        return -1;
+    for (int i = 0; i < 3; i++) {
+        char needle[64];
+        snprintf(needle, sizeof(needle), "%s listening on", names[i]);
+        if (proc_wait_line(p, needle, line, sizeof(line), 10000) != 0)
+            return -1;
+        ports[i] = proc_port_from_line(line);
+    }
+    return 0;
+}
+
+/* Writes a config for the fake upstreams (payment_timeout_ms for the payment call). */
+static int write_config(const char *path, const int ports[3], long payment_timeout_ms)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f,
+            "{\"listen\": \"127.0.0.1:0\", \"deadline_ms\": 4000, \"max_body_bytes\": 4096,\n"
+            " \"validations\": [\n"
+            "  {\"name\": \"address\", \"field\": \"address\", \"url\": "
+            "\"http://127.0.0.1:%d/validate\", \"timeout_ms\": 3000},\n"
+            "  {\"name\": \"inventory\", \"field\": \"items\", \"url\": "
+            "\"http://127.0.0.1:%d/check\", \"timeout_ms\": 3000},\n"
+            "  {\"name\": \"payment\", \"field\": \"payment\", \"url\": "
+            "\"http://127.0.0.1:%d/verify\", \"timeout_ms\": %ld}]}\n",
+            ports[0], ports[1], ports[2], payment_timeout_ms);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+static int start_daemon(proc *p, const char *config, char *const env[])
+{
+    char *argv[] = {(char *)bin("CHECKOUTD_BIN", "build/release/checkoutd"), "--config",
+                    (char *)config, NULL};
+    char line[256];
+    if (proc_spawn(p, argv, env, NULL) != 0)
+        return -1;
+    if (proc_wait_line(p, "listening on", line, sizeof(line), 10000) != 0)
+        return -1;
+    return proc_port_from_line(line);
+}
+
+static int setup_world(void **state)
+{
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    snprintf(w.config_path, sizeof(w.config_path), "/tmp/checkoutd-it-%d.json", (int)getpid());
+    if (start_upstreams(&w.upstreams, w.up_port) != 0)
+        return -1;
+    if (write_config(w.config_path, w.up_port, 1500) != 0)
+        return -1;
+    w.port = start_daemon(&w.daemon, w.config_path, NULL);
+    return w.port > 0 ? 0 : -1;
+}
+
+/* Both programs must drain and exit 0 on SIGTERM; under ASan a leak makes that exit non-zero. */
+static int teardown_world(void **state)
+{
+    (void)state;
+    int daemon_status = -1, upstreams_status = -1;
+    proc_signal(&w.daemon, SIGTERM);
+    proc_wait_exit(&w.daemon, 10000, &daemon_status);
+    proc_signal(&w.upstreams, SIGTERM);
+    proc_wait_exit(&w.upstreams, 10000, &upstreams_status);
+    proc_stop(&w.daemon);
+    proc_stop(&w.upstreams);
+    unlink(w.config_path);
+    if (daemon_status != 0 || upstreams_status != 0) {
+        fprintf(stderr, "exit status: checkoutd %d, fake-upstreams %d (want 0 and 0)\n",
+                daemon_status, upstreams_status);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- helpers ---------------------------------------------------------------------------------- */
+
+static const char *order_with(const char *sku, const char *token, const char *country)
+{
+    static char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"order_id\": \"ord-1001\", \"address\": {\"name\": \"Ada\", \"line1\": \"1 Main St\", "
+             "\"city\": \"Springfield\", \"postal_code\": \"12345\", \"country\": \"%s\"}, "
+             "\"items\": [{\"sku\": \"%s\", \"quantity\": 2}], \"payment\": {\"method\": \"card\", "
+             "\"token\": \"%s\", \"amount\": 2598, \"currency\": \"USD\"}}",
+             country, sku, token);
+    return body;
+}
+
+static void post(const char *body, const char *const headers[], http_reply *r)
+{
+    static const char *const json_only[] = {"Content-Type: application/json", NULL};
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/checkout", w.port);
+    memset(r, 0, sizeof(*r));
+    http_request("POST", url, headers ? headers : json_only, body, strlen(body), 15000, r);
+}
+
+static json_t *fake_get(int port, const char *path)
+{
+    char url[96];
+    http_reply r;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    http_request("GET", url, NULL, NULL, 0, 5000, &r);
+    json_t *doc = json_incref(r.json);
+    http_reply_free(&r);
+    return doc;
+}
+
+static long fake_stat(int port, const char *counter)
+{
+    json_t *doc = fake_get(port, "/_fake/stats");
+    long v = (long)json_integer_value(json_object_get(doc, counter));
+    json_decref(doc);
+    return v;
+}
+
+static long upstream_requests(void)
+{
+    return fake_stat(w.up_port[0], "requests") + fake_stat(w.up_port[1], "requests") +
+           fake_stat(w.up_port[2], "requests");
+}
+
+static int in_string_array(const json_t *arr, const char *name)
+{
+    size_t i;
+    json_t *v;
+    int n = 0;
+    json_array_foreach(arr, i, v) n += json_is_string(v) && strcmp(json_string_value(v), name) == 0;
+    return n;
+}
+
+/* Each configured validation appears exactly once across results/completed, errors, cancelled. */
+static void assert_each_validation_once(const json_t *doc)
+{
+    const json_t *results = json_object_get(doc, "results");
+    const json_t *completed = json_object_get(doc, "completed");
+    const json_t *cancelled = json_object_get(doc, "cancelled");
+    const json_t *errors = json_object_get(json_object_get(doc, "error_group"), "errors");
+    size_t total = json_object_size(results) + json_array_size(errors);
+    if (results == NULL) {
+        assert_true(json_is_array(completed));
+        assert_true(json_is_array(cancelled));
+        total += json_array_size(completed) + json_array_size(cancelled);
+    }
+    assert_int_equal(total, 3);
+    for (size_t k = 0; k < 3; k++) {
+        int seen = json_object_get(results, names[k]) != NULL;
+        seen += in_string_array(completed, names[k]) + in_string_array(cancelled, names[k]);
+        size_t i;
+        json_t *e;
+        json_array_foreach(errors, i, e) seen +=
+            strcmp(json_string_value(json_object_get(e, "validation")), names[k]) == 0;
+        if (seen != 1)
+            fail_msg("validation %s appears %d times", names[k], seen);
+    }
+}
+
+static const json_t *first_error(const json_t *doc)
+{
+    return json_array_get(json_object_get(json_object_get(doc, "error_group"), "errors"), 0);
+}
+
+static void assert_error_fields(const json_t *e)
+{
+    static const char *const keys[] = {"validation", "kind", "http_status", "message", "upstream",
+                                       "elapsed_ms"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (json_object_get(e, keys[i]) == NULL)
+            fail_msg("error entry lacks %s", keys[i]);
+}
+
+static void assert_client_error(const http_reply *r, long status, const char *code)
+{
+    assert_int_equal(r->status, status);
+    const char *ct = http_reply_header(r, "Content-Type");
+    assert_non_null(ct);
+    assert_non_null(strstr(ct, "application/json"));
+    json_t *err = json_object_get(r->json, "error");
+    assert_string_equal(json_string_value(json_object_get(err, "code")), code);
+    assert_true(json_string_length(json_object_get(err, "message")) > 0);
+}
+
+/* ---- POST /checkout answers ------------------------------------------------------------------ */
+
+static void test_accepted(void **state)
+{
+    (void)state;
+    http_reply r;
+    post(order_with("SKU-1", "tok_visa", "US"), NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "status")), "accepted");
+    assert_string_equal(json_string_value(json_object_get(r.json, "order_id")), "ord-1001");
+    json_t *results = json_object_get(r.json, "results");
+    assert_true(json_is_true(json_object_get(json_object_get(results, "payment"), "authorized")));
+    assert_true(json_is_number(json_object_get(r.json, "elapsed_ms")));
+    assert_null(json_object_get(r.json, "error_group"));
+    assert_each_validation_once(r.json);
+    assert_non_null(http_reply_header(&r, "X-Request-Id"));
+    http_reply_free(&r);
+}
+
+static void test_upstreams_get_contract_body_and_headers(void **state)
+{
+    (void)state;
+    static const char *const headers[] = {
+        "Content-Type: application/json; charset=utf-8", "X-Request-Id: req-abc-123",
+        "Idempotency-Key: idem-42",
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", NULL};
+    http_reply r;
+    post(order_with("SKU-1", "tok_visa", "US"), headers, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(http_reply_header(&r, "X-Request-Id"), "req-abc-123");
+    http_reply_free(&r);
+
+    json_t *sent = json_loads(order_with("SKU-1", "tok_visa", "US"), 0, NULL);
+    static const char *const fields[] = {"address", "items", "payment"};
+    for (int i = 0; i < 3; i++) {
+        json_t *last = fake_get(w.up_port[i], "/_fake/last");
+        json_t *h = json_object_get(last, "headers");
+        assert_string_equal(json_string_value(json_object_get(h, "x-request-id")), "req-abc-123");
+        assert_string_equal(json_string_value(json_object_get(h, "idempotency-key")), "idem-42");
+        assert_string_equal(json_string_value(json_object_get(h, "traceparent")),
+                            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert_non_null(strstr(json_string_value(json_object_get(h, "content-type")),
+                               "application/json"));
+        json_t *want = json_pack("{s:s, s:O}", "order_id", "ord-1001", fields[i],
+                                 json_object_get(sent, fields[i]));
+        assert_true(json_equal(json_object_get(last, "body"), want));
+        json_decref(want);
+        json_decref(last);
+    }
+    json_decref(sent);
+}
+
+static void test_generated_ids_shared_by_every_call(void **state)
+{
+    (void)state;
+    const char *body = "{\"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, \"items\": [], "
+                       "\"payment\": {\"token\": \"tok_visa\"}}";
+    http_reply r;
+    post(body, NULL, &r);
+    assert_int_equal(r.status, 200);
+    const char *order_id = json_string_value(json_object_get(r.json, "order_id"));
+    assert_non_null(order_id);
+    assert_true(strlen(order_id) > 0);
+    const char *rid = http_reply_header(&r, "X-Request-Id");
+    assert_non_null(rid);
+    for (int i = 0; i < 3; i++) {
+        json_t *last = fake_get(w.up_port[i], "/_fake/last");
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(last, "headers"), "x-request-id")),
+            rid);
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(last, "body"), "order_id")), order_id);
+        assert_null(json_object_get(json_object_get(last, "headers"), "idempotency-key"));
+        json_decref(last);
+    }
+    http_reply_free(&r);
+}
+
+/* The proof of cancellation: inventory fails after a few ms; the payment call (5 s) is aborted,
+ * the fake payment service sees its client close early, and the answer comes long before 5 s. */
+static void test_rejection_cancels_slow_payment(void **state)
+{
+    (void)state;
+    long closed_before = fake_stat(w.up_port[2], "closed_early");
+    http_reply r;
+    post(order_with("OOS-9", "tok_slow", "US"), NULL, &r);
+    assert_int_equal(r.status, 422);
+    assert_true(r.elapsed_ms < 2000); /* the slow payment would take 5000 */
+    assert_string_equal(json_string_value(json_object_get(r.json, "status")), "rejected");
+    const json_t *e = first_error(r.json);
+    assert_error_fields(e);
+    assert_string_equal(json_string_value(json_object_get(e, "validation")), "inventory");
+    assert_string_equal(json_string_value(json_object_get(e, "kind")), "rejected");
+    assert_int_equal(json_integer_value(json_object_get(e, "http_status")), 409);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(e, "upstream"), "sku")),
+                        "OOS-9");
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "OOS-9"));
+    assert_int_equal(in_string_array(json_object_get(r.json, "cancelled"), "payment"), 1);
+    assert_null(json_object_get(r.json, "results"));
+    assert_each_validation_once(r.json);
+    http_reply_free(&r);
+
+    long closed = closed_before;
+    for (int i = 0; i < 200 && closed == closed_before; i++) {
+        usleep(10 * 1000);
+        closed = fake_stat(w.up_port[2], "closed_early");
+    }
+    assert_int_equal(closed, closed_before + 1);
+}
+
+static void expect_failure(const char *body, long status, const char *word, const char *validation,
+                           const char *kind, long upstream_status)
+{
+    http_reply r;
+    post(body, NULL, &r);
+    assert_int_equal(r.status, status);
+    assert_string_equal(json_string_value(json_object_get(r.json, "status")), word);
+    const json_t *e = first_error(r.json);
+    assert_error_fields(e);
+    assert_string_equal(json_string_value(json_object_get(e, "validation")), validation);
+    assert_string_equal(json_string_value(json_object_get(e, "kind")), kind);
+    if (upstream_status > 0)
+        assert_int_equal(json_integer_value(json_object_get(e, "http_status")), upstream_status);
+    else
+        assert_true(json_is_null(json_object_get(e, "http_status")));
+    assert_each_validation_once(r.json);
+    http_reply_free(&r);
+}
+
+static void test_invalid_address_is_422(void **state)
+{
+    (void)state;
+    expect_failure(order_with("SKU-1", "tok_visa", "ZZ"), 422, "rejected", "address", "rejected",
+                   422);
+}
+
+static void test_declined_card_is_422(void **state)
+{
+    (void)state;
+    expect_failure(order_with("SKU-1", "tok_declined", "US"), 422, "rejected", "payment",
+                   "rejected", 402);
+}
+
+static void test_upstream_500_is_502(void **state)
+{
+    (void)state;
+    expect_failure(order_with("SKU-1", "tok_error", "US"), 502, "failed", "payment",
+                   "upstream_error", 500);
+}
+
+static void test_garbage_2xx_is_502(void **state)
+{
+    (void)state;
+    http_reply r;
+    post(order_with("SKU-1", "tok_garbage", "US"), NULL, &r);
+    assert_int_equal(r.status, 502);
+    const json_t *e = first_error(r.json);
+    assert_string_equal(json_string_value(json_object_get(e, "kind")), "invalid_response");
+    assert_true(json_is_null(json_object_get(e, "upstream")));
+    assert_int_equal(json_integer_value(json_object_get(e, "http_status")), 200);
+    http_reply_free(&r);
+}
+
+static void test_slow_payment_times_out_504(void **state)
+{
+    (void)state;
+    http_reply r;
+    post(order_with("SKU-1", "tok_slow", "US"), NULL, &r);
+    assert_int_equal(r.status, 504);
+    assert_true(r.elapsed_ms < 4000); /* payment timeout_ms is 1500; the upstream takes 5000 */
+    const json_t *e = first_error(r.json);
+    assert_string_equal(json_string_value(json_object_get(e, "kind")), "timeout");
+    assert_string_equal(json_string_value(json_object_get(e, "validation")), "payment");
+    assert_int_equal(json_array_size(json_object_get(r.json, "completed")), 2);
+    assert_each_validation_once(r.json);
+    http_reply_free(&r);
+}
+
+/* A second daemon whose payment URL (overridden from the environment) points at a closed port. */
+static void test_unreachable_upstream_is_transport_502(void **state)
+{
+    (void)state;
+    int closed_port = http_free_port();
+    char env_url[96];
+    snprintf(env_url, sizeof(env_url), "CHECKOUTD_PAYMENT_URL=http://127.0.0.1:%d/verify",
+             closed_port);
+    char *env[] = {env_url, NULL};
+    proc other = {0};
+    int main_port = w.port;
+    w.port = start_daemon(&other, w.config_path, env);
+    assert_true(w.port > 0);
+    expect_failure(order_with("SKU-1", "tok_visa", "US"), 502, "failed", "payment", "transport", 0);
+    proc_stop(&other);
+    w.port = main_port;
+}
+
+/* ---- client errors -------------------------------------------------------------------------- */
+
+static void expect_client_error(const char *body, const char *const headers[], long status,
+                                const char *code)
+{
+    long before = upstream_requests();
+    http_reply r;
+    post(body, headers, &r);
+    assert_client_error(&r, status, code);
+    http_reply_free(&r);
+    assert_int_equal(upstream_requests(), before); /* nothing went upstream */
+}
+
+static void test_invalid_json_400(void **state)
+{
+    (void)state;
+    http_reply r;
+    post("{\"order_id\": \"x\",\n  \"items\": [1,", NULL, &r);
+    assert_client_error(&r, 400, "invalid_json");
+    const char *msg = json_string_value(json_object_get(json_object_get(r.json, "error"), "message"));
+    assert_non_null(strstr(msg, "line 2"));
+    assert_non_null(strstr(msg, "column"));
+    http_reply_free(&r);
+    expect_client_error("", NULL, 400, "invalid_json");
+    expect_client_error("\xff\xfe{}", NULL, 400, "invalid_json");
+}
+
+static void test_invalid_request_400(void **state)
+{
+    (void)state;
+    expect_client_error("[1, 2, 3]", NULL, 400, "invalid_request");
+    expect_client_error("\"text\"", NULL, 400, "invalid_request");
+    expect_client_error("{\"address\": {}, \"items\": []}", NULL, 400, "invalid_request");
+    const char *fields = "\"address\": {}, \"items\": [], \"payment\": {}";
+    char body[512];
+    static const char *const bad_ids[] = {"null", "42", "{}", "\"\"", "[\"a\"]"};
+    for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++) {
+        snprintf(body, sizeof(body), "{\"order_id\": %s, %s}", bad_ids[i], fields);
+        expect_client_error(body, NULL, 400, "invalid_request");
+    }
+    char long_id[130];
+    memset(long_id, 'x', 129);
+    long_id[129] = '\0';
+    snprintf(body, sizeof(body), "{\"order_id\": \"%s\", %s}", long_id, fields);
+    expect_client_error(body, NULL, 400, "invalid_request");
+}
+
+static void test_order_id_of_128_code_points_accepted(void **state)
+{
+    (void)state;
+    char id[128 * 2 + 1];
+    for (int i = 0; i < 128; i++) { /* "é" is two bytes: 256 bytes, 128 code points */
+        id[2 * i] = (char)0xC3;
+        id[2 * i + 1] = (char)0xA9;
+    }
+    id[256] = '\0';
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"order_id\": \"%s\", \"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, "
+             "\"items\": [], \"payment\": {\"token\": \"tok_visa\"}}",
+             id);
+    http_reply r;
+    post(body, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "order_id")), id);
+    http_reply_free(&r);
+}
+
+static void test_body_too_large_413(void **state)
+{
+    (void)state;
+    size_t n = 5000; /* max_body_bytes is 4096 in this config */
+    char *big = malloc(n + 1);
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    big[n] = '\0';
+    expect_client_error(big, NULL, 413, "body_too_large");
+
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/checkout", w.port);
+    static const char *const json_only[] = {"Content-Type: application/json", NULL};
+    http_reply r;
+    http_request_chunked("POST", url, json_only, big, n, 1000, 0, 10000, &r);
+    assert_client_error(&r, 413, "body_too_large");
+    http_reply_free(&r);
+    free(big);
+}
+
+static void test_unsupported_media_type_415(void **state)
+{
+    (void)state;
+    static const char *const text[] = {"Content-Type: text/plain", NULL};
+    static const char *const none[] = {"Content-Type:", NULL};
+    static const char *const form[] = {"Content-Type: application/x-www-form-urlencoded", NULL};
+    static const char *const jsonx[] = {"Content-Type: application/jsonx", NULL};
+    const char *body = order_with("SKU-1", "tok_visa", "US");
+    expect_client_error(body, text, 415, "unsupported_media_type");
+    expect_client_error(body, none, 415, "unsupported_media_type");
+    expect_client_error(body, form, 415, "unsupported_media_type");
+    expect_client_error(body, jsonx, 415, "unsupported_media_type");
+}
+
+static void test_method_not_allowed_405(void **state)
+{
+    (void)state;
+    static const char *const methods[] = {"GET", "PUT", "DELETE", "PATCH"};
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/checkout", w.port);
+    for (size_t i = 0; i < 4; i++) {
+        http_reply r;
+        http_request(methods[i], url, NULL, NULL, 0, 5000, &r);
+        assert_client_error(&r, 405, "method_not_allowed");
+        assert_string_equal(http_reply_header(&r, "Allow"), "POST");
+        http_reply_free(&r);
+    }
+}
+
+static void test_unknown_path_404(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"/", "/checkout/x", "/nope", "/checkoutx"};
+    for (size_t i = 0; i < 4; i++) {
+        char url[96];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", w.port, paths[i]);
+        http_reply r;
+        http_request("POST", url, NULL, "{}", 2, 5000, &r);
+        assert_client_error(&r, 404, "not_found");
+        http_reply_free(&r);
+    }
+}
+
+static void test_healthz(void **state)
+{
+    (void)state;
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", w.port);
+    http_reply r;
+    http_request("GET", url, NULL, NULL, 0, 5000, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_accepted),
+        cmocka_unit_test(test_upstreams_get_contract_body_and_headers),
+        cmocka_unit_test(test_generated_ids_shared_by_every_call),
+        cmocka_unit_test(test_rejection_cancels_slow_payment),
+        cmocka_unit_test(test_invalid_address_is_422),
+        cmocka_unit_test(test_declined_card_is_422),
+        cmocka_unit_test(test_upstream_500_is_502),
+        cmocka_unit_test(test_garbage_2xx_is_502),
+        cmocka_unit_test(test_slow_payment_times_out_504),
+        cmocka_unit_test(test_unreachable_upstream_is_transport_502),
+        cmocka_unit_test(test_invalid_json_400),
+        cmocka_unit_test(test_invalid_request_400),
+        cmocka_unit_test(test_order_id_of_128_code_points_accepted),
+        cmocka_unit_test(test_body_too_large_413),
+        cmocka_unit_test(test_unsupported_media_type_415),
+        cmocka_unit_test(test_method_not_allowed_405),
+        cmocka_unit_test(test_unknown_path_404),
+        cmocka_unit_test(test_healthz),
+    };
+    return cmocka_run_group_tests_name("checkoutd", tests, setup_world, teardown_world);
+}
