@@ -2,8 +2,7 @@
  *
  * Loading is a pipeline over one jansson tree, so that every value, whatever its origin, passes the
  * same checks and gets the same messages:
- *   parse the text -> refuse unknown top-level keys -> add the built-in default of every missing
- * key
+ *   parse the text -> refuse unknown top-level keys -> add the default of every missing key
  *   -> apply the CHECKOUTD_* environment to the tree -> check each value and copy it into a cfg.
  * While the environment is applied, the loader records which values came from a variable, so that a
  * message about such a value names the variable (and not the file) as where it came from. */
@@ -33,8 +32,8 @@
 #define TIMEOUT_MAX     600000L
 #define TIMEOUT_DEFAULT 1000L
 
-/* Byte for byte the text of config/checkoutd.json; tests/test_cfg.c checks that both give the same
- * cfg. */
+/* The text of config/checkoutd.json (today byte for byte); tests/test_cfg.c checks that both give
+ * the same cfg. */
 static const char default_json[] = "{\n"
                                    "  \"listen\": \"127.0.0.1:8080\",\n"
                                    "  \"deadline_ms\": 2000,\n"
@@ -130,8 +129,11 @@ static void one_line(char *s)
     }
 }
 
-__attribute__((format(printf, 3, 4))) static int errf(const loader *ld, const where *w,
-                                                      const char *fmt, ...)
+/* Writes "<source>: <key>: <reason>" into err, cut to errlen; returns -1 for "return errf()". */
+static int errf(const loader *ld, const where *w, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int errf(const loader *ld, const where *w, const char *fmt, ...)
 {
     char msg[MSG_MAX];
     va_list ap;
@@ -221,9 +223,8 @@ static void top_where(const loader *ld, size_t i, where *w)
     snprintf(w->key, sizeof w->key, "%s", ld->top_env[i] ? top_keys[i].env : top_keys[i].key);
 }
 
-/* The variable that overrides key k of the validation called name: CHECKOUTD_<NAME>_<SUFFIX>. name
- * is valid ([a-z0-9_]), so upper-casing it is plain and no two (name, key) pairs share a variable.
- */
+/* The variable that overrides key k of the validation called name: CHECKOUTD_<NAME>_<SUFFIX>.
+ * name is valid ([a-z0-9_]): upper-casing it is plain, and no two (name, key) share a variable. */
 static void env_name(const char *name, size_t k, char buf[ENV_NAME_MAX])
 {
     snprintf(buf, ENV_NAME_MAX, "CHECKOUTD_%s%s", name,
@@ -264,7 +265,8 @@ static int is_alnum(char ch)
 static int chars_ok(const char *s, size_t n, const char *extra)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!is_alnum(s[i]) && strchr(extra, s[i]) == NULL)
+        /* strchr finds the NUL of extra: a NUL byte must not pass as one of extra. */
+        if (s[i] == '\0' || (!is_alnum(s[i]) && strchr(extra, s[i]) == NULL))
             return 0;
     }
     return 1;
@@ -344,8 +346,7 @@ static int split_hostport(const char *s, size_t n, const char **host, size_t *ho
     return 0;
 }
 
-/* "host:port" with a port in 0..65535 (0: any free port); IPv6 as "[::1]:8080", brackets dropped.
- */
+/* "host:port" with a port in 0..65535 (0: any free port); IPv6 as "[::1]:8080", brackets go. */
 static int parse_listen(const char *s, char host[HOST_MAX + 1], int *port)
 {
     const char *h, *p;
@@ -576,8 +577,7 @@ static int apply_env(loader *ld, json_t *root)
 
     if (apply_env_top(ld, root) != 0)
         return -1;
-    /* After CHECKOUTD_VALIDATIONS, so that the per-validation variables apply to the list in force.
-     */
+    /* After CHECKOUTD_VALIDATIONS: the per-validation variables apply to the list in force. */
     list = json_object_get(root, "validations");
     if (!json_is_array(list) || json_array_size(list) > CFG_MAX_VALIDATIONS)
         return 0; /* refused by the checks */

@@ -1,9 +1,50 @@
-/* cfg — checkoutd's configuration: parsed from JSON with jansson, overridden by CHECKOUTD_* environment
- * variables, and validated against the ranges of the contract (shared/checkout-api.md, "Config").
+/* cfg — checkoutd's configuration: parsed from JSON with jansson, overridden by CHECKOUTD_*
+ * environment variables, and validated against the ranges of the contract
+ * (shared/checkout-api.md, "Config").
  *
  * Order: built-in defaults < the JSON text < the environment. Every error names the key it is about
  * (e.g. "validations[1].url: expected an http:// or https:// URL") in one line, written into err.
- * A cfg owns all its strings; cfg_free releases them. Not thread-safe while loading; read-only after. */
+ * A cfg owns all its strings; cfg_free releases them. Not thread-safe while loading; read-only
+ * after.
+ *
+ * Keys. A top-level key missing from the text takes its default (validations missing: the three
+ * defaults); a validation without timeout_ms gets 1000; its name, field and url are required. An
+ * unknown key (top level or in a validation) is refused, and so is a key given twice. Numbers must
+ * be JSON integers (2000.0, "2000" and true are refused).
+ * listen is "host:port" with a port in 0..65535 and a non-empty host, a name or an address: IPv6 in
+ * brackets ("[::1]:8080"), all interfaces as "0.0.0.0:PORT" or "[::]:PORT".
+ * A url is "http://" or "https://" (lower case), [userinfo@]host, an optional port 1..65535, then
+ * any path, query and fragment, kept as written; no blank or control character anywhere.
+ *
+ * Environment: read only through the cfg_getenv_fn given (NULL: none), and applied to the parsed
+ * text before any check, so that the same checks apply to it.
+ *   CHECKOUTD_LISTEN                   listen
+ *   CHECKOUTD_DEADLINE_MS              deadline_ms
+ *   CHECKOUTD_MAX_BODY_BYTES           max_body_bytes
+ *   CHECKOUTD_MAX_INFLIGHT             max_inflight
+ *   CHECKOUTD_MAX_UPSTREAM_BODY_BYTES  max_upstream_body_bytes
+ *   CHECKOUTD_VALIDATIONS              the whole list: a JSON array in the form of the file's
+ *                                      "validations"; it replaces the file's (or default) list
+ *   CHECKOUTD_<NAME>_URL               url         of the validation called <name>, upper-cased
+ *   CHECKOUTD_<NAME>_TIMEOUT_MS        timeout_ms  (payment: CHECKOUTD_PAYMENT_URL, ...)
+ *   CHECKOUTD_<NAME>_FIELD             field
+ * The per-validation variables apply after CHECKOUTD_VALIDATIONS, to the list then in force, and
+ * may supply a key an entry lacks; a variable for a name that is not in the list is ignored
+ * (variables are looked up by name, never listed). Numbers are strict: the whole value is one
+ * decimal integer that fits a long (a leading "-" allowed; no "+", blank, hex, fraction or junk).
+ * A variable set to "" is a value, not "unset": it is refused for every key.
+ *
+ * Messages are "<source>: <key>: <reason>", indexes counting from 0, for example
+ *   config/x.json: validations[2].name: duplicate name "payment" (first at index 0)
+ *   config/x.json: unknown key "foo" (expected one of listen, ...)
+ *   config/x.json: invalid JSON at line 3, column 5: <jansson's reason>
+ * A value that came from a variable is named by the variable alone, without the source (the file
+ * is not where it is wrong):
+ *   CHECKOUTD_DEADLINE_MS: expected an integer in 1..600000, got "abc"
+ *   CHECKOUTD_VALIDATIONS[0].url: expected an http:// or https:// URL, got "ftp://x"
+ * Values shown are quoted, escaped and cut, so that a message is always one line; the whole
+ * message is cut to errlen.
+ */
 #ifndef CHECKOUTD_CFG_H
 #define CHECKOUTD_CFG_H
 
@@ -20,9 +61,9 @@ typedef struct cfg_validation {
 } cfg_validation;
 
 typedef struct cfg {
-    char *listen_host; /* "127.0.0.1", "0.0.0.0", "::1" (brackets stripped) */
-    int listen_port;   /* 0..65535; 0 picks a free port */
-    long deadline_ms;  /* 1..600000, default 2000 */
+    char *listen_host;            /* "127.0.0.1", "0.0.0.0", "::1" (brackets stripped) */
+    int listen_port;              /* 0..65535; 0 picks a free port */
+    long deadline_ms;             /* 1..600000, default 2000 */
     long max_body_bytes;          /* 1..16777216, default 65536 */
     long max_inflight;            /* 1..1000000, default 10000 */
     long max_upstream_body_bytes; /* 1024..67108864, default 1048576 */
@@ -36,14 +77,21 @@ typedef const char *(*cfg_getenv_fn)(const char *name);
 /* The built-in default, equal to config/checkoutd.json. */
 const char *cfg_default_json(void);
 
-/* Parses json_text (source names it in messages, e.g. the file path), applies the environment
- * through getenv_fn (NULL: no overrides), validates. 0 on success; -1 with a one-line reason in err. */
+/* Parses json_text (source names it in messages, e.g. the file path; NULL: no prefix), applies the
+ * environment through getenv_fn (NULL: no overrides), validates. 0 on success; -1 with a one-line
+ * reason in err (err NULL or errlen 0: no message).
+ * *out is overwritten, not freed: pass a new cfg, or one already given to cfg_free. On failure *out
+ * is all zero, so cfg_free on it is a harmless no-op; nothing is leaked on any path. */
 int cfg_load_string(cfg *out, const char *json_text, const char *source, cfg_getenv_fn getenv_fn,
                     char *err, size_t errlen);
 
-/* Reads path and calls cfg_load_string. path NULL: the built-in default. */
+/* Reads path and calls cfg_load_string with path as the source. path NULL: the built-in default
+ * (with the environment still applied). A file that cannot be read, is larger than 1 MiB or holds a
+ * NUL byte is refused ("<path>: cannot open: No such file or directory"). *out as for
+ * cfg_load_string. */
 int cfg_load_file(cfg *out, const char *path, cfg_getenv_fn getenv_fn, char *err, size_t errlen);
 
+/* Releases what c owns and zeroes it; safe on a zeroed cfg, twice in a row, and on NULL. */
 void cfg_free(cfg *c);
 
 #endif

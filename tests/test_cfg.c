@@ -62,8 +62,7 @@ static void expect_ok(cfg *c, const char *json, const env_var *env)
     assert_string_equal(err, "");
 }
 
-/* json (with env) is refused with a one-line message that holds every needle, and *out is zeroed.
- */
+/* json (with env) is refused with a one-line message holding every needle; *out is zeroed. */
 static void expect_refused_v(const char *json, const env_var *env, const char *const *needles)
 {
     cfg c;
@@ -337,8 +336,7 @@ static long range_value(const cfg *c, const char *key)
     return c->validations[0].timeout_ms;
 }
 
-/* The variable that overrides r's key; timeout_ms: that of the validation called name (upper case).
- */
+/* The variable that overrides r's key (timeout_ms: in the validation called name), upper case. */
 static void range_var(const range_case *r, const char *name, char var[64])
 {
     if (strcmp(r->key, "timeout_ms") == 0)
