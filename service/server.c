@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 
 #define SRV_CONNECTION_LIMIT 16384
 #define SRV_CONNECTION_TIMEOUT_S 30
+#define SRV_MAX_DISCARD_BYTES    (8u << 20) /* read and drop this much of an oversized body */
 
 struct srv {
     struct MHD_Daemon *daemon;
@@ -40,6 +42,7 @@ typedef struct srv_request {
     char *body;
     size_t body_len, body_cap;
     int too_large;
+    size_t discarded; /* bytes read past the limit, not kept */
     int launched; /* counted in pending until the request completes */
     int answered; /* reply() stored the answer; the next access-handler call sends it */
     co_answer answer;
@@ -161,9 +164,12 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
 static void take_chunk(srv *s, srv_request *req, const char *data, size_t n)
 {
     size_t limit = (size_t)s->cfg->max_body_bytes;
-    if (req->too_large)
+    if (req->too_large) {
+        req->discarded += n;
         return;
+    }
     if (n > limit - req->body_len) {
+        req->discarded = req->body_len + n;
         req->too_large = 1;
         free(req->body);
         req->body = NULL;
@@ -238,7 +244,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         take_chunk(s, req, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return MHD_YES;
+        /* libmicrohttpd 0.9.75 cannot queue an answer in the middle of a body, so an oversized
+         * body is discarded until it ends and then answered 413; one that goes on far past the
+         * limit (an endless chunked stream) is cut off by closing the connection. */
+        return req->discarded > SRV_MAX_DISCARD_BYTES ? MHD_NO : MHD_YES;
     }
     if (req->too_large) {
         req->route = ROUTE_DONE;
@@ -266,40 +275,28 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-static int parse_listen(const cfg *c, struct sockaddr_storage *ss, socklen_t *len, int *v6)
+/* listen's host may be an IP literal or a name ("localhost"); the first address wins. */
+static int parse_listen(const cfg *c, struct sockaddr_storage *ss, int *v6)
 {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    struct addrinfo *found = NULL;
+    if (getaddrinfo(c->listen_host, NULL, &hints, &found) != 0 || found == NULL)
+        return -1;
     memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, c->listen_host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)c->listen_port);
-        *len = sizeof(*a4);
-        *v6 = 0;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, c->listen_host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)c->listen_port);
-        *len = sizeof(*a6);
-        *v6 = 1;
-        return 0;
-    }
-    if (strcmp(c->listen_host, "localhost") == 0) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)c->listen_port);
-        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        *len = sizeof(*a4);
-        *v6 = 0;
-        return 0;
-    }
-    return -1;
+    memcpy(ss, found->ai_addr, found->ai_addrlen);
+    *v6 = found->ai_family == AF_INET6;
+    freeaddrinfo(found);
+    if (*v6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)c->listen_port);
+    else
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)c->listen_port);
+    return 0;
 }
 
 srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
-    socklen_t sslen;
     int v6 = 0;
     srv *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -308,8 +305,8 @@ srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen)
     }
     s->cfg = c;
     s->checkout = checkout;
-    if (parse_listen(c, &ss, &sslen, &v6) != 0) {
-        snprintf(err, errlen, "listen: \"%s\" is not an IP address", c->listen_host);
+    if (parse_listen(c, &ss, &v6) != 0) {
+        snprintf(err, errlen, "listen: cannot resolve \"%s\"", c->listen_host);
         goto fail;
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -324,7 +321,6 @@ srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen)
         (unsigned)SRV_CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_END);
-    (void)sslen;
     if (s->daemon == NULL) {
         snprintf(err, errlen, "listen: cannot listen on %s:%d (in use, or not an address here)",
                  c->listen_host, c->listen_port);
