@@ -118,16 +118,15 @@ static void choose_status(const tg_group *g, eg_answer *out)
     }
 }
 
-int eg_build(const tg_group *g, const char *const names[], const char *order_id,
-             double elapsed_ms, eg_answer *out)
+int eg_build(const tg_group *g, const char *const names[], const char *order_id, double elapsed_ms,
+             eg_answer *out)
 {
     json_t *root = json_object();
     json_t *results = json_object(), *completed = json_array(), *cancelled = json_array();
     json_t *errors = json_array();
     int rc = -1;
     memset(out, 0, sizeof(*out));
-    if (root == NULL || results == NULL || completed == NULL || cancelled == NULL ||
-        errors == NULL)
+    if (root == NULL || results == NULL || completed == NULL || cancelled == NULL || errors == NULL)
         goto fail;
 
     choose_status(g, out);

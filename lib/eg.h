@@ -17,8 +17,8 @@ typedef struct eg_answer {
 } eg_answer;
 
 /* names[i] names call i. elapsed_ms is the whole checkout's. 0, or -1 when out of memory. */
-int eg_build(const tg_group *g, const char *const names[], const char *order_id,
-             double elapsed_ms, eg_answer *out);
+int eg_build(const tg_group *g, const char *const names[], const char *order_id, double elapsed_ms,
+             eg_answer *out);
 
 /* A short human sentence for failure r of validation name, written into buf:
  * {"message": "..."} is used as it is; {"error": "out_of_stock", "sku": "SKU-9"} gives

@@ -2,14 +2,14 @@
  *
  * One loop thread owns the CURLM handle, every easy handle and every running group; other threads
  * only push groups onto the submit queue (a mutex-guarded list) and wake the loop with
- * curl_multi_wakeup. Group deadlines live in a binary min-heap (O(log n) push/remove, O(1) peek), so
- * a turn of the loop costs O(finished transfers + expired groups), not O(running groups).
+ * curl_multi_wakeup. Group deadlines live in a binary min-heap (O(log n) push/remove, O(1) peek),
+ * so a turn of the loop costs O(finished transfers + expired groups), not O(running groups).
  *
  * A turn: take submitted groups and start their calls; curl_multi_poll until I/O, a curl timer, the
- * next group deadline or a wakeup; curl_multi_perform; read every finished transfer and classify it;
- * expire deadlines; then finish every group that failed or completed in this turn (cancelling its
- * remaining calls). Finishing after reading all messages is what makes "failures observed in the
- * same turn are all reported" hold. */
+ * next group deadline or a wakeup; curl_multi_perform; read every finished transfer and classify
+ * it; expire deadlines; then finish every group that failed or completed in this turn (cancelling
+ * its remaining calls). Finishing after reading all messages is what makes "failures observed in
+ * the same turn are all reported" hold. */
 #include "tg.h"
 
 #include <curl/curl.h>
@@ -42,7 +42,7 @@ typedef struct tg_call {
 } tg_call;
 
 struct tg_group {
-    tg_group *next;        /* submit queue, then the finish list of one turn */
+    tg_group *next;         /* submit queue, then the finish list of one turn */
     size_t ncalls, running; /* running: calls whose transfer is in the multi handle */
     size_t nfailed;
     long deadline_ms;
@@ -88,7 +88,8 @@ static double ms_between(uint64_t from, uint64_t to)
     return to > from ? (double)(to - from) / 1e6 : 0.0;
 }
 
-/* ---- the deadline heap (libuv-style: index kept in the element for O(log n) removal) ---------- */
+/* ---- the deadline heap (libuv-style: index kept in the element for O(log n) removal) ----------
+ */
 
 static void heap_swap(tg_loop *l, size_t a, size_t b)
 {
@@ -156,7 +157,8 @@ static void heap_remove(tg_loop *l, tg_group *g)
     heap_down(l, l->heap[i]->heap_index);
 }
 
-/* ---- calls ------------------------------------------------------------------------------------ */
+/* ---- calls ------------------------------------------------------------------------------------
+ */
 
 /* Appends what arrives; past resp_limit it returns 0, which makes curl abort with
  * CURLE_WRITE_ERROR, so an oversized answer costs at most resp_limit bytes of memory. */
@@ -185,7 +187,7 @@ static size_t call_on_data(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 __attribute__((format(printf, 3, 4))) static void call_fail(tg_call *c, tg_kind kind,
-                                                           const char *fmt, ...)
+                                                            const char *fmt, ...)
 {
     va_list ap;
     c->result.state = TG_FAILED;
@@ -226,8 +228,7 @@ static void call_classify(tg_call *c, CURLcode rc, const char *curl_error)
     } else if (status >= 500) {
         call_fail(c, TG_UPSTREAM_ERROR, "failed with HTTP %ld", status);
     } else {
-        call_fail(c, TG_INVALID_RESPONSE, "answered HTTP %ld (redirects are not followed)",
-                  status);
+        call_fail(c, TG_INVALID_RESPONSE, "answered HTTP %ld (redirects are not followed)", status);
     }
 }
 
@@ -272,7 +273,8 @@ static int call_start(tg_loop *l, tg_call *c)
     return 0;
 }
 
-/* ---- groups ----------------------------------------------------------------------------------- */
+/* ---- groups -----------------------------------------------------------------------------------
+ */
 
 tg_group *tg_group_new(size_t ncalls, long deadline_ms, tg_done_fn done, void *user)
 {
@@ -546,7 +548,8 @@ int tg_loop_run_once(tg_loop *l, int max_wait_ms)
     return (int)l->heap_len;
 }
 
-/* ---- the loop --------------------------------------------------------------------------------- */
+/* ---- the loop ---------------------------------------------------------------------------------
+ */
 
 tg_loop *tg_loop_new(const tg_loop_options *opts)
 {

@@ -5,8 +5,9 @@
  * callback on the loop thread, when
  *   - every call succeeded (2xx with a JSON object body), or
  *   - a call failed: every call still running is removed from the multi handle (its transfer is
- *     aborted and its connection closed) and marked TG_CANCELLED; the callback fires at once, without
- *     waiting for them. Failures observed in the same turn of the loop are all reported, in order, or
+ *     aborted and its connection closed) and marked TG_CANCELLED; the callback fires at once,
+ * without waiting for them. Failures observed in the same turn of the loop are all reported, in
+ * order, or
  *   - the group's deadline passed: every call still running fails with kind TG_TIMEOUT.
  * Connections to upstreams stay alive in the multi handle's cache and are reused across groups.
  *
@@ -43,9 +44,10 @@ typedef enum tg_kind {
 typedef struct tg_result {
     tg_state state;
     tg_kind kind;
-    long http_status;  /* the upstream's status, 0 when no HTTP answer came */
-    json_t *body;      /* the upstream body parsed as JSON (any value), else NULL; owned by group */
-    char message[160]; /* a short sentence for failures of kind transport/timeout/invalid_response */
+    long http_status; /* the upstream's status, 0 when no HTTP answer came */
+    json_t *body;     /* the upstream body parsed as JSON (any value), else NULL; owned by group */
+    char
+        message[160]; /* a short sentence for failures of kind transport/timeout/invalid_response */
     double elapsed_ms; /* from the call's start to its end (0 for cancelled calls) */
     unsigned fail_seq; /* 1, 2, ...: the order in which the group's failures were observed */
 } tg_result;
@@ -53,7 +55,7 @@ typedef struct tg_result {
 typedef void (*tg_done_fn)(tg_group *g, void *user);
 
 typedef struct tg_loop_options {
-    long max_body_bytes; /* an upstream body larger than this fails as TG_INVALID_RESPONSE */
+    long max_body_bytes;  /* an upstream body larger than this fails as TG_INVALID_RESPONSE */
     long max_connections; /* connection cache size (CURLMOPT_MAXCONNECTS); 0: libcurl's default */
 } tg_loop_options;
 

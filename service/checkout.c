@@ -48,7 +48,8 @@ void co_error_answer(co_answer *a, int http_status, const char *code, const char
     json_decref(doc);
 }
 
-/* Random hex ids: per-thread xorshift seeded once from getrandom; ids need to be unique, not secret. */
+/* Random hex ids: per-thread xorshift seeded once from getrandom; ids need to be unique, not
+ * secret. */
 static void random_hex(char *out, size_t nhex)
 {
     static _Thread_local unsigned long long state;
@@ -97,8 +98,7 @@ static int client_error(co_answer *now, const char *code, const char *message)
 }
 
 /* The checks of the contract, in order; 0 when the order may go upstream. */
-static int check_order(const co_service *s, json_t *order, const json_error_t *jerr,
-                       co_answer *now)
+static int check_order(const co_service *s, json_t *order, const json_error_t *jerr, co_answer *now)
 {
     char msg[300];
     if (order == NULL) {
@@ -112,7 +112,8 @@ static int check_order(const co_service *s, json_t *order, const json_error_t *j
     if (id != NULL) {
         const char *text = json_string_value(id);
         size_t points = text ? utf8_code_points(text) : 0;
-        if (text == NULL || points == 0 || points > CO_ID_MAX || strlen(text) != json_string_length(id))
+        if (text == NULL || points == 0 || points > CO_ID_MAX ||
+            strlen(text) != json_string_length(id))
             return client_error(now, "invalid_request",
                                 "order_id must be a non-empty string of at most 128 characters");
     }
@@ -158,7 +159,8 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
     *out = NULL;
     choose_request_id(req->request_id, now->request_id, sizeof(now->request_id));
 
-    json_t *order = json_loadb(req->body, req->body_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    json_t *order =
+        json_loadb(req->body, req->body_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     if (check_order(s, order, &jerr, now) != 0) {
         json_decref(order);
         return 1;

@@ -40,7 +40,8 @@ typedef struct co_answer {
 
 typedef struct co_checkout co_checkout;
 
-/* Called once per launched checkout, on the loop thread, with its answer (ownership of body moves). */
+/* Called once per launched checkout, on the loop thread, with its answer (ownership of body moves).
+ */
 typedef void (*co_reply_fn)(void *conn, co_answer *answer);
 
 void co_service_init(co_service *s, const cfg *c, tg_loop *loop);

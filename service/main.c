@@ -1,7 +1,8 @@
 /* checkoutd — command line, start-up and the graceful drain.
  *
- * Threads: the libmicrohttpd pool (HTTP), one task-group loop (upstream calls), and this main thread,
- * which only waits for SIGTERM/SIGINT (blocked everywhere else, taken with sigtimedwait). */
+ * Threads: the libmicrohttpd pool (HTTP), one task-group loop (upstream calls), and this main
+ * thread, which only waits for SIGTERM/SIGINT (blocked everywhere else, taken with sigtimedwait).
+ */
 #include "cfg.h"
 #include "checkout.h"
 #include "server.h"
@@ -21,14 +22,15 @@
 
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: checkoutd [--config FILE]\n"
-                "       checkoutd --check-config FILE\n"
-                "       checkoutd --help | --version\n"
-                "\n"
-                "Checkout orchestration: POST /checkout validates an order against every configured\n"
-                "upstream validation at once, as one task group (see README.md).\n"
-                "With no --config, the built-in default (config/checkoutd.json) is used.\n"
-                "Every key can be overridden by a CHECKOUTD_* environment variable.\n");
+    fprintf(to,
+            "usage: checkoutd [--config FILE]\n"
+            "       checkoutd --check-config FILE\n"
+            "       checkoutd --help | --version\n"
+            "\n"
+            "Checkout orchestration: POST /checkout validates an order against every configured\n"
+            "upstream validation at once, as one task group (see README.md).\n"
+            "With no --config, the built-in default (config/checkoutd.json) is used.\n"
+            "Every key can be overridden by a CHECKOUTD_* environment variable.\n");
 }
 
 static const char *env_lookup(const char *name)
@@ -132,7 +134,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "checkoutd: %s\n", err);
         goto out;
     }
-    fprintf(stderr, "{\"event\":\"start\",\"version\":\"%s\",\"listen\":\"%s:%d\",\"validations\":%zu}\n",
+    fprintf(stderr,
+            "{\"event\":\"start\",\"version\":\"%s\",\"listen\":\"%s:%d\",\"validations\":%zu}\n",
             CHECKOUTD_VERSION, c.listen_host, srv_port(server), c.nvalidations);
 
     int sig = 0;

@@ -3,9 +3,9 @@
  * A request's life: the first call of the access handler routes it (404/405/415/413 by declared
  * length are answered at once); body chunks are copied into our buffer, counted against
  * max_body_bytes (0.9.75 has no option for that); the last call hands the body to co_accept. A
- * launched checkout suspends the connection; reply() (loop thread) stores the answer and resumes it,
- * and the next call of the access handler sends it. MHD_resume_connection is thread-safe, and the
- * suspension always happens before co_launch, so a fast reply cannot be lost. */
+ * launched checkout suspends the connection; reply() (loop thread) stores the answer and resumes
+ * it, and the next call of the access handler sends it. MHD_resume_connection is thread-safe, and
+ * the suspension always happens before co_launch, so a fast reply cannot be lost. */
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -20,7 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define SRV_CONNECTION_LIMIT 16384
+#define SRV_CONNECTION_LIMIT     16384
 #define SRV_CONNECTION_TIMEOUT_S 30
 #define SRV_MAX_DISCARD_BYTES    (8u << 20) /* read and drop this much of an oversized body */
 
@@ -43,8 +43,8 @@ typedef struct srv_request {
     size_t body_len, body_cap;
     int too_large;
     size_t discarded; /* bytes read past the limit, not kept */
-    int launched; /* counted in pending until the request completes */
-    int answered; /* reply() stored the answer; the next access-handler call sends it */
+    int launched;     /* counted in pending until the request completes */
+    int answered;     /* reply() stored the answer; the next access-handler call sends it */
     co_answer answer;
 } srv_request;
 
@@ -144,7 +144,8 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
         return send_error(req, 405, "method_not_allowed", "/checkout accepts POST only", "POST");
     if (atomic_load(&s->draining))
         return send_error(req, 503, "shutting_down", "the service is shutting down", NULL);
-    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    const char *ct =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (!is_json_content_type(ct))
         return send_error(req, 415, "unsupported_media_type",
                           "Content-Type must be application/json", NULL);
@@ -217,9 +218,8 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     srv *s = cls;
     srv_request *req = *con_cls;
@@ -278,8 +278,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* listen's host may be an IP literal or a name ("localhost"); the first address wins. */
 static int parse_listen(const cfg *c, struct sockaddr_storage *ss, int *v6)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *found = NULL;
     if (getaddrinfo(c->listen_host, NULL, &hints, &found) != 0 || found == NULL)
         return -1;
@@ -314,13 +314,13 @@ srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen)
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
-    s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)SRV_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)SRV_CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_END);
+    s->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)SRV_CONNECTION_LIMIT,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SRV_CONNECTION_TIMEOUT_S,
+                         MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+                         1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (s->daemon == NULL) {
         snprintf(err, errlen, "listen: cannot listen on %s:%d (in use, or not an address here)",
                  c->listen_host, c->listen_port);

@@ -38,7 +38,13 @@ static const char *bin(const char *env, const char *fallback)
 static int start_upstreams(proc *p, int ports[3])
 {
     char *argv[] = {(char *)bin("FAKE_UPSTREAMS_BIN", "build/release/fake-upstreams"),
-                    "--address-port", "0", "--inventory-port", "0", "--payment-port", "0", NULL};
+                    "--address-port",
+                    "0",
+                    "--inventory-port",
+                    "0",
+                    "--payment-port",
+                    "0",
+                    NULL};
     char line[256];
     if (proc_spawn(p, argv, NULL, "/dev/null") != 0)
         return -1;
@@ -116,17 +122,19 @@ static int teardown_world(void **state)
     return 0;
 }
 
-/* ---- helpers ---------------------------------------------------------------------------------- */
+/* ---- helpers ----------------------------------------------------------------------------------
+ */
 
 static const char *order_with(const char *sku, const char *token, const char *country)
 {
     static char body[1024];
-    snprintf(body, sizeof(body),
-             "{\"order_id\": \"ord-1001\", \"address\": {\"name\": \"Ada\", \"line1\": \"1 Main St\", "
-             "\"city\": \"Springfield\", \"postal_code\": \"12345\", \"country\": \"%s\"}, "
-             "\"items\": [{\"sku\": \"%s\", \"quantity\": 2}], \"payment\": {\"method\": \"card\", "
-             "\"token\": \"%s\", \"amount\": 2598, \"currency\": \"USD\"}}",
-             country, sku, token);
+    snprintf(
+        body, sizeof(body),
+        "{\"order_id\": \"ord-1001\", \"address\": {\"name\": \"Ada\", \"line1\": \"1 Main St\", "
+        "\"city\": \"Springfield\", \"postal_code\": \"12345\", \"country\": \"%s\"}, "
+        "\"items\": [{\"sku\": \"%s\", \"quantity\": 2}], \"payment\": {\"method\": \"card\", "
+        "\"token\": \"%s\", \"amount\": 2598, \"currency\": \"USD\"}}",
+        country, sku, token);
     return body;
 }
 
@@ -206,8 +214,8 @@ static const json_t *first_error(const json_t *doc)
 
 static void assert_error_fields(const json_t *e)
 {
-    static const char *const keys[] = {"validation", "kind", "http_status", "message", "upstream",
-                                       "elapsed_ms"};
+    static const char *const keys[] = {"validation", "kind",     "http_status",
+                                       "message",    "upstream", "elapsed_ms"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (json_object_get(e, keys[i]) == NULL)
             fail_msg("error entry lacks %s", keys[i]);
@@ -265,8 +273,8 @@ static void test_upstreams_get_contract_body_and_headers(void **state)
         assert_string_equal(json_string_value(json_object_get(h, "idempotency-key")), "idem-42");
         assert_string_equal(json_string_value(json_object_get(h, "traceparent")),
                             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        assert_non_null(strstr(json_string_value(json_object_get(h, "content-type")),
-                               "application/json"));
+        assert_non_null(
+            strstr(json_string_value(json_object_get(h, "content-type")), "application/json"));
         json_t *want = json_pack("{s:s, s:O}", "order_id", "ord-1001", fields[i],
                                  json_object_get(sent, fields[i]));
         assert_true(json_equal(json_object_get(last, "body"), want));
@@ -279,8 +287,9 @@ static void test_upstreams_get_contract_body_and_headers(void **state)
 static void test_generated_ids_shared_by_every_call(void **state)
 {
     (void)state;
-    const char *body = "{\"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, \"items\": [], "
-                       "\"payment\": {\"token\": \"tok_visa\"}}";
+    const char *body =
+        "{\"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, \"items\": [], "
+        "\"payment\": {\"token\": \"tok_visa\"}}";
     http_reply r;
     post(body, NULL, &r);
     assert_int_equal(r.status, 200);
@@ -295,7 +304,8 @@ static void test_generated_ids_shared_by_every_call(void **state)
             json_string_value(json_object_get(json_object_get(last, "headers"), "x-request-id")),
             rid);
         assert_string_equal(
-            json_string_value(json_object_get(json_object_get(last, "body"), "order_id")), order_id);
+            json_string_value(json_object_get(json_object_get(last, "body"), "order_id")),
+            order_id);
         assert_null(json_object_get(json_object_get(last, "headers"), "idempotency-key"));
         json_decref(last);
     }
@@ -439,7 +449,8 @@ static void test_invalid_json_400(void **state)
     http_reply r;
     post("{\"order_id\": \"x\",\n  \"items\": [1,", NULL, &r);
     assert_client_error(&r, 400, "invalid_json");
-    const char *msg = json_string_value(json_object_get(json_object_get(r.json, "error"), "message"));
+    const char *msg =
+        json_string_value(json_object_get(json_object_get(r.json, "error"), "message"));
     assert_non_null(strstr(msg, "line 2"));
     assert_non_null(strstr(msg, "column"));
     http_reply_free(&r);

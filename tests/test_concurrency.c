@@ -54,8 +54,15 @@ static void test_thousand_concurrent_checkouts(void **state)
     const char *up_bin = getenv("FAKE_UPSTREAMS_BIN");
     const char *co_bin = getenv("CHECKOUTD_BIN");
     char *up_argv[] = {(char *)(up_bin ? up_bin : "build/release/fake-upstreams"),
-                       "--address-port", "0", "--inventory-port", "0", "--payment-port", "0",
-                       "--latency-ms", "1000", NULL};
+                       "--address-port",
+                       "0",
+                       "--inventory-port",
+                       "0",
+                       "--payment-port",
+                       "0",
+                       "--latency-ms",
+                       "1000",
+                       NULL};
     proc up = {0}, co = {0};
     char line[256];
     int ports[3];

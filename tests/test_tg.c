@@ -204,9 +204,9 @@ static void test_rejection_and_5xx_is_422(void **state)
     assert_non_null(doc);
     json_t *errors = json_object_get(json_object_get(doc, "error_group"), "errors");
     assert_int_equal(json_array_size(errors), 2);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "error_group"),
-                                                          "message")),
-                        "checkout failed: 2 of 3 validations failed");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(doc, "error_group"), "message")),
+        "checkout failed: 2 of 3 validations failed");
     json_t *cancelled = json_object_get(doc, "cancelled");
     assert_int_equal(json_array_size(cancelled), 1);
     assert_string_equal(json_string_value(json_array_get(cancelled, 0)), "address");

@@ -1,0 +1,72 @@
+/* metrics — checkoutd's counters, gauges and histograms, rendered as Prometheus text (0.0.4).
+ *
+ * Recording (mx_checkout, mx_upstream, mx_cancelled, mx_inflight, mx_connections) is safe from any
+ * number of threads at once and costs one to three relaxed atomic adds on cells allocated by
+ * mx_new: no lock, no allocation, no syscall. Shared cells bounce between cores under contention
+ * (tens of ns per add), which is the whole price. Out-of-range indexes are ignored (never a crash
+ * on the request path); durations that are negative or NaN count as 0.
+ * Rendering (GET /metrics) allocates one buffer, O(validations x buckets), and reads every cell
+ * once with relaxed loads: each value is exact, the set is not a snapshot (a checkout recorded
+ * meanwhile may show in one series and not yet in another). A histogram's _count is derived from
+ * its own buckets, so buckets are cumulative and +Inf == _count in every render; _sum is read
+ * separately and may lag or lead by the observations of that instant.
+ * Lifetime: mx_new before any thread records, mx_free after every thread has stopped. */
+#ifndef CHECKOUTD_METRICS_H
+#define CHECKOUTD_METRICS_H
+
+#include "tg.h"
+
+#include <stddef.h>
+
+/* checkoutd_checkouts_total{outcome}: how every request on /checkout (or an unknown path) ended.
+ * The first three ran a task group; the rest are the client-error codes of the contract, plus
+ * "internal" for a 500. */
+typedef enum mx_outcome {
+    MX_ACCEPTED,
+    MX_REJECTED,
+    MX_FAILED,
+    MX_INVALID_JSON,
+    MX_INVALID_REQUEST,
+    MX_BODY_TOO_LARGE,
+    MX_UNSUPPORTED_MEDIA_TYPE,
+    MX_METHOD_NOT_ALLOWED,
+    MX_NOT_FOUND,
+    MX_OVERLOADED,
+    MX_SHUTTING_DOWN,
+    MX_INTERNAL,
+    MX_OUTCOMES /* count, not an outcome */
+} mx_outcome;
+
+/* Histogram upper bounds in seconds (le), shared by both histograms; +Inf comes after them. */
+#define MX_BOUNDS 13
+
+typedef struct mx mx;
+
+/* "invalid_json" -> MX_INVALID_JSON, "accepted" -> MX_ACCEPTED, ...; unknown or NULL ->
+ * MX_INTERNAL. O(outcomes) string compares. */
+mx_outcome mx_outcome_from_code(const char *code);
+/* The label value ("accepted", "invalid_json", ...); "internal" when out of range. */
+const char *mx_outcome_name(mx_outcome outcome);
+
+/* A registry with every series at 0. validation_names[i] names validation i (copied, escaped once
+ * here for rendering); nvalidations may be 0. NULL when out of memory or a name is NULL. */
+mx *mx_new(const char *const validation_names[], size_t nvalidations);
+void mx_free(mx *m); /* NULL is fine */
+
+/* One request ended with outcome. seconds is its duration, observed in
+ * checkoutd_checkout_duration_seconds only for accepted/rejected/failed (the checkouts that ran a
+ * task group); ignored otherwise. */
+void mx_checkout(mx *m, mx_outcome outcome, double seconds);
+/* A call of validation ended: kind TG_KIND_NONE ("ok") or the failure kind, with its latency.
+ * Cancelled calls never got an answer: count them with mx_cancelled instead. */
+void mx_upstream(mx *m, size_t validation, tg_kind kind, double seconds);
+void mx_cancelled(mx *m, size_t validation);
+/* Gauges: add delta (+1 on start, -1 on end). */
+void mx_inflight(mx *m, long delta);    /* checkoutd_inflight_checkouts */
+void mx_connections(mx *m, long delta); /* checkoutd_open_connections */
+
+/* The exposition text, NUL-terminated, malloc'd (the caller frees it); *len gets its length when
+ * len is not NULL. NULL when out of memory. */
+char *mx_render(const mx *m, size_t *len);
+
+#endif
