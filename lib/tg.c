@@ -197,26 +197,31 @@ __attribute__((format(printf, 3, 4))) static void call_fail(tg_call *c, tg_kind 
     va_end(ap);
 }
 
+static void record_failure(tg_call *c)
+{
+    c->group->nfailed++;
+    c->result.fail_seq = (unsigned)c->group->nfailed;
+}
+
 /* The contract's table: 2xx + JSON object is a success, 4xx rejected, 5xx upstream_error, anything
  * else that answered is invalid_response; no answer is transport or timeout. */
-static void call_classify(tg_call *c, CURLcode rc, const char *curl_error)
+static void call_classify(tg_call *c, int curl_code, long status, const char *body, size_t len,
+                          int too_big, const char *curl_error)
 {
     tg_result *r = &c->result;
-    long status = 0;
-    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
     r->http_status = status;
-    if (c->resp_len > 0 && !c->resp_too_big)
-        r->body = json_loadb(c->resp, c->resp_len, JSON_DECODE_ANY, NULL);
+    if (len > 0 && !too_big)
+        r->body = json_loadb(body, len, JSON_DECODE_ANY, NULL);
 
-    if (c->resp_too_big) {
+    if (too_big) {
         call_fail(c, TG_INVALID_RESPONSE, "answered a body larger than %ld bytes",
                   (long)c->resp_limit);
-    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+    } else if (curl_code == CURLE_OPERATION_TIMEDOUT) {
         call_fail(c, TG_TIMEOUT, "did not answer within %ld ms", c->timeout_ms);
-    } else if (rc == CURLE_WEIRD_SERVER_REPLY || rc == CURLE_BAD_CONTENT_ENCODING ||
-               rc == CURLE_UNSUPPORTED_PROTOCOL) {
+    } else if (curl_code == CURLE_WEIRD_SERVER_REPLY || curl_code == CURLE_BAD_CONTENT_ENCODING ||
+               curl_code == CURLE_UNSUPPORTED_PROTOCOL) {
         call_fail(c, TG_INVALID_RESPONSE, "answered garbage: %s", curl_error);
-    } else if (rc != CURLE_OK) {
+    } else if (curl_code != CURLE_OK) {
         call_fail(c, TG_TRANSPORT, "unreachable: %s", curl_error);
     } else if (status >= 200 && status < 300) {
         if (json_is_object(r->body))
@@ -230,6 +235,16 @@ static void call_classify(tg_call *c, CURLcode rc, const char *curl_error)
     } else {
         call_fail(c, TG_INVALID_RESPONSE, "answered HTTP %ld (redirects are not followed)", status);
     }
+    if (r->state == TG_FAILED)
+        record_failure(c);
+}
+
+void tg_call_record(tg_group *g, size_t i, int curl_code, long http_status, const char *body,
+                    size_t len, int too_big, const char *curl_error)
+{
+    tg_call *c = &g->calls[i];
+    call_classify(c, curl_code, http_status, body, len, too_big,
+                  curl_error ? curl_error : curl_easy_strerror((CURLcode)curl_code));
 }
 
 /* Removing a running easy handle from the multi handle aborts its transfer: libcurl closes the
@@ -396,12 +411,6 @@ static void finish_later(tg_group **list, tg_group *g)
     *list = g;
 }
 
-static void record_failure(tg_call *c)
-{
-    c->group->nfailed++;
-    c->result.fail_seq = (unsigned)c->group->nfailed;
-}
-
 /* Cancels what still runs, takes g off the heap and hands it back through done. After done the
  * group may be freed: nothing touches it afterwards. */
 static void group_finish(tg_loop *l, tg_group *g)
@@ -483,15 +492,14 @@ static void read_finished(tg_loop *l, tg_group **finish)
         tg_call *c = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
         CURLcode rc = msg->data.result;
+        long status = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
         c->result.elapsed_ms = ms_between(c->start_ns, now_ns());
-        call_classify(c, rc, c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc));
+        call_classify(c, rc, status, c->resp, c->resp_len, c->resp_too_big,
+                      c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc));
         call_detach(l, c);
-        if (c->result.state == TG_FAILED) {
-            record_failure(c);
+        if (c->result.state == TG_FAILED || c->group->running == 0)
             finish_later(finish, c->group);
-        } else if (c->group->running == 0) {
-            finish_later(finish, c->group);
-        }
     }
 }
 

@@ -78,6 +78,12 @@ tg_group *tg_group_new(size_t ncalls, long deadline_ms, tg_done_fn done, void *u
  * url with headers (NULL-terminated "Name: value" strings, copied) and a timeout. 0 or -ENOMEM. */
 int tg_call_set(tg_group *g, size_t i, const char *url, char *body, size_t body_len,
                 const char *const headers[], long timeout_ms);
+/* Records call i's outcome as the loop does when its transfer ends, by the contract's table:
+ * curl_code (a CURLcode; 0 when a whole HTTP answer came), the HTTP status (0: none), the body
+ * bytes, whether the body passed the size limit, and libcurl's message (NULL: its generic one).
+ * The loop uses it; it is public so that fuzzers and tests can feed answers without a network. */
+void tg_call_record(tg_group *g, size_t i, int curl_code, long http_status, const char *body,
+                    size_t len, int too_big, const char *curl_error);
 /* Hands the group to the loop; the loop wakes and starts every call. 0 or -ESHUTDOWN. */
 int tg_submit(tg_loop *loop, tg_group *g);
 void tg_group_free(tg_group *g);

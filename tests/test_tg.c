@@ -332,6 +332,57 @@ static void test_error_messages(void **state)
     assert_string_equal(buf, "payment did not answer within 1500 ms");
 }
 
+/* The contract's classification table, fed directly (no network). */
+static void test_classification_table(void **state)
+{
+    (void)state;
+    static const struct {
+        int curl_code;
+        long status;
+        const char *body;
+        int too_big;
+        tg_state state;
+        tg_kind kind;
+    } rows[] = {
+        {0, 200, "{\"ok\":true}", 0, TG_OK, TG_KIND_NONE},
+        {0, 201, "{}", 0, TG_OK, TG_KIND_NONE},
+        {0, 200, "[1]", 0, TG_FAILED, TG_INVALID_RESPONSE},
+        {0, 200, "not json", 0, TG_FAILED, TG_INVALID_RESPONSE},
+        {0, 204, "", 0, TG_FAILED, TG_INVALID_RESPONSE},
+        {0, 200, "{\"a\":1}", 1, TG_FAILED, TG_INVALID_RESPONSE},
+        {0, 301, "{}", 0, TG_FAILED, TG_INVALID_RESPONSE},
+        {0, 100, "", 0, TG_FAILED, TG_INVALID_RESPONSE},
+        {0, 400, "", 0, TG_FAILED, TG_REJECTED},
+        {0, 499, "{\"error\":\"x\"}", 0, TG_FAILED, TG_REJECTED},
+        {0, 500, "oops", 0, TG_FAILED, TG_UPSTREAM_ERROR},
+        {0, 599, "{}", 0, TG_FAILED, TG_UPSTREAM_ERROR},
+        {7, 0, "", 0, TG_FAILED, TG_TRANSPORT},        /* CURLE_COULDNT_CONNECT */
+        {56, 200, "{", 0, TG_FAILED, TG_TRANSPORT},    /* CURLE_RECV_ERROR: reset mid-answer */
+        {28, 0, "", 0, TG_FAILED, TG_TIMEOUT},         /* CURLE_OPERATION_TIMEDOUT */
+        {8, 0, "", 0, TG_FAILED, TG_INVALID_RESPONSE}, /* CURLE_WEIRD_SERVER_REPLY */
+    };
+    size_t n = sizeof(rows) / sizeof(rows[0]);
+    tg_group *g = tg_group_new(n, 1000, on_done, NULL);
+    unsigned expected_seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        tg_call_record(g, i, rows[i].curl_code, rows[i].status, rows[i].body, strlen(rows[i].body),
+                       rows[i].too_big, NULL);
+        const tg_result *r = tg_group_result(g, i);
+        if (r->state != rows[i].state || r->kind != rows[i].kind)
+            fail_msg("row %zu: state %d kind %d, want %d %d", i, r->state, r->kind, rows[i].state,
+                     rows[i].kind);
+        assert_int_equal(r->http_status, rows[i].status);
+        if (r->state == TG_FAILED)
+            assert_int_equal(r->fail_seq, ++expected_seq);
+        if (r->state == TG_FAILED)
+            assert_true(strlen(r->message) > 0);
+    }
+    assert_int_equal(tg_group_failures(g), expected_seq);
+    assert_true(json_is_true(json_object_get(tg_group_result(g, 0)->body, "ok")));
+    assert_null(tg_group_result(g, 3)->body); /* not JSON: upstream null */
+    tg_group_free(g);
+}
+
 static void test_stop_cancels_running_groups(void **state)
 {
     (void)state;
@@ -370,6 +421,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_refused_is_transport, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accepted_answer, setup, teardown),
         cmocka_unit_test(test_error_messages),
+        cmocka_unit_test(test_classification_table),
         cmocka_unit_test_setup_teardown(test_stop_cancels_running_groups, setup, teardown),
     };
     return cmocka_run_group_tests_name("tg", tests, NULL, NULL);
