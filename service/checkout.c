@@ -241,6 +241,13 @@ static void finish(co_checkout *c, co_answer *a)
     atomic_fetch_sub(&s->inflight, 1);
 }
 
+void co_discard(co_service *s, co_checkout *c)
+{
+    tg_group_free(c->group);
+    free(c);
+    atomic_fetch_sub(&s->inflight, 1);
+}
+
 void co_launch(co_service *s, co_checkout *c)
 {
     if (tg_submit(s->loop, c->group) == 0)

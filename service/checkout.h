@@ -56,6 +56,10 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
  * the calling thread when the loop no longer takes work (shutting down: a 503). */
 void co_launch(co_service *s, co_checkout *c);
 
+/* Releases an accepted checkout that will not be launched (no reply comes). Fuzzers and tests
+ * use it to run co_accept without a loop. */
+void co_discard(co_service *s, co_checkout *c);
+
 /* {"error": {"code": code, "message": message}} as an answer; body NULL when out of memory. */
 void co_error_answer(co_answer *a, int http_status, const char *code, const char *message);
 
