@@ -3,8 +3,9 @@
  * Recording (mx_checkout, mx_upstream, mx_cancelled, mx_inflight, mx_connections) is safe from any
  * number of threads at once and costs one to three relaxed atomic adds on cells allocated by
  * mx_new: no lock, no allocation, no syscall. Shared cells bounce between cores under contention
- * (tens of ns per add), which is the whole price. Out-of-range indexes are ignored (never a crash
- * on the request path); durations that are negative or NaN count as 0.
+ * (tens of ns per add), which is the whole price. Never a crash on the request path: an
+ * out-of-range validation or kind is ignored, an out-of-range outcome counts as "internal", and a
+ * negative or NaN duration counts as 0.
  * Rendering (GET /metrics) allocates one buffer, O(validations x buckets), and reads every cell
  * once with relaxed loads: each value is exact, the set is not a snapshot (a checkout recorded
  * meanwhile may show in one series and not yet in another). A histogram's _count is derived from
