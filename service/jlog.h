@@ -45,7 +45,7 @@ int jlog_enabled(jlog_level level);
  * (access_token, client_secret, ...), is logged as "****" whatever its value (null stays null).
  * Every other string, and every key, passes through jlog_mask; an integer whose digits jlog_mask
  * would mask is logged as the masked string. Masked keys that collide: the later member wins.
- * 0: written; 1: below the level (nothing built); -1: out of memory or write failed (errno). */
+ * 0: written; 1: below the level (nothing built); -1: out of memory or write(2) failed. */
 int jlog_event(jlog_level level, const char *event, json_t *fields);
 
 typedef struct jlog_validation {
