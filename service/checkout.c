@@ -11,6 +11,7 @@
 #include "checkout.h"
 
 #include "eg.h"
+#include "jlog.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -29,11 +30,12 @@ struct co_checkout {
     char request_id[CO_ID_MAX + 1];
 };
 
-void co_service_init(co_service *s, const cfg *c, tg_loop *loop)
+void co_service_init(co_service *s, const cfg *c, tg_loop *loop, mx *metrics)
 {
     memset(s, 0, sizeof(*s));
     s->cfg = c;
     s->loop = loop;
+    s->metrics = metrics;
     for (size_t i = 0; i < c->nvalidations; i++)
         s->names[i] = c->validations[i].name;
     atomic_init(&s->inflight, 0);
@@ -43,6 +45,7 @@ void co_error_answer(co_answer *a, int http_status, const char *code, const char
 {
     json_t *doc = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
     a->http_status = http_status;
+    a->code = code;
     a->body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     a->body_len = a->body ? strlen(a->body) : 0;
     json_decref(doc);
@@ -71,7 +74,7 @@ static void random_hex(char *out, size_t nhex)
 
 /* A client's X-Request-Id is kept when it is short printable ASCII (it goes into upstream headers
  * and logs), else replaced. */
-static void choose_request_id(const char *given, char *out, size_t cap)
+void co_request_id(const char *given, char *out, size_t cap)
 {
     size_t len = given ? strlen(given) : 0;
     int ok = len > 0 && len < cap;
@@ -157,7 +160,7 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
     int admitted = 0;
     memset(now, 0, sizeof(*now));
     *out = NULL;
-    choose_request_id(req->request_id, now->request_id, sizeof(now->request_id));
+    co_request_id(req->request_id, now->request_id, sizeof(now->request_id));
 
     json_t *order =
         json_loadb(req->body, req->body_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
@@ -173,6 +176,7 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
         return 1;
     }
     admitted = 1;
+    mx_inflight(s->metrics, 1);
 
     c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -218,8 +222,10 @@ fail:
     if (c != NULL)
         tg_group_free(c->group);
     free(c);
-    if (admitted)
+    if (admitted) {
         atomic_fetch_sub(&s->inflight, 1);
+        mx_inflight(s->metrics, -1);
+    }
     co_error_answer(now, 500, "internal", "out of memory");
     return -1;
 }
@@ -239,6 +245,7 @@ static void finish(co_checkout *c, co_answer *a)
     tg_group_free(c->group);
     free(c);
     atomic_fetch_sub(&s->inflight, 1);
+    mx_inflight(s->metrics, -1);
 }
 
 void co_discard(co_service *s, co_checkout *c)
@@ -246,6 +253,7 @@ void co_discard(co_service *s, co_checkout *c)
     tg_group_free(c->group);
     free(c);
     atomic_fetch_sub(&s->inflight, 1);
+    mx_inflight(s->metrics, -1);
 }
 
 void co_launch(co_service *s, co_checkout *c)
@@ -257,18 +265,53 @@ void co_launch(co_service *s, co_checkout *c)
     finish(c, &a);
 }
 
+/* Counts the checkout and each of its calls. O(validations) relaxed atomic adds. */
+static void record(co_service *s, const tg_group *g, const co_answer *a, double elapsed_ms)
+{
+    for (size_t i = 0; i < tg_group_size(g); i++) {
+        const tg_result *r = tg_group_result(g, i);
+        if (r->state == TG_CANCELLED)
+            mx_cancelled(s->metrics, i);
+        else
+            mx_upstream(s->metrics, i, r->kind, r->elapsed_ms / 1000.0);
+    }
+    mx_checkout(s->metrics, mx_outcome_from_code(a->code), elapsed_ms / 1000.0);
+}
+
+/* The checkout's log line: each validation's outcome and time. Built only when info is logged. */
+static void log_checkout(const co_checkout *c, const tg_group *g, const co_answer *a,
+                         double elapsed_ms)
+{
+    jlog_validation v[CFG_MAX_VALIDATIONS];
+    size_t n = tg_group_size(g);
+    if (!jlog_enabled(JLOG_INFO))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const tg_result *r = tg_group_result(g, i);
+        v[i].name = c->service->names[i];
+        v[i].outcome = r->state == TG_CANCELLED ? "cancelled" : tg_kind_name(r->kind);
+        v[i].elapsed_ms = r->elapsed_ms;
+        v[i].http_status = r->http_status;
+    }
+    jlog_checkout(c->request_id, c->order_id, a->code, a->http_status, elapsed_ms, v, n);
+}
+
 /* Runs on the loop thread: the group allocated its results here, and they are freed here too. */
 static void on_group_done(tg_group *g, void *user)
 {
     co_checkout *c = user;
     eg_answer e;
     co_answer a = {0};
-    if (eg_build(g, c->service->names, c->order_id, ms_since(&c->accepted), &e) == 0) {
+    double elapsed_ms = ms_since(&c->accepted);
+    if (eg_build(g, c->service->names, c->order_id, elapsed_ms, &e) == 0) {
         a.http_status = e.http_status;
+        a.code = e.status;
         a.body = e.body;
         a.body_len = e.body_len;
     } else {
         co_error_answer(&a, 500, "internal", "out of memory while building the answer");
     }
+    record(c->service, g, &a, elapsed_ms);
+    log_checkout(c, g, &a, elapsed_ms);
     finish(c, &a);
 }

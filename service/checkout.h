@@ -8,6 +8,7 @@
 #define CHECKOUTD_CHECKOUT_H
 
 #include "cfg.h"
+#include "metrics.h"
 #include "tg.h"
 
 #include <stdatomic.h>
@@ -18,6 +19,7 @@
 typedef struct co_service {
     const cfg *cfg;
     tg_loop *loop;
+    mx *metrics;                            /* every answer is counted here */
     const char *names[CFG_MAX_VALIDATIONS]; /* validation names, in config order */
     atomic_long inflight;                   /* checkouts whose group is running */
 } co_service;
@@ -32,7 +34,8 @@ typedef struct co_request {
 
 typedef struct co_answer {
     int http_status;
-    char *body; /* malloc'd JSON text; whoever sends it frees it */
+    const char *code; /* static: "accepted"/"rejected"/"failed" or the client-error code */
+    char *body;       /* malloc'd JSON text; whoever sends it frees it */
     size_t body_len;
     int retry_after; /* seconds for a Retry-After header, 0 for none */
     char request_id[CO_ID_MAX + 1];
@@ -44,7 +47,7 @@ typedef struct co_checkout co_checkout;
  */
 typedef void (*co_reply_fn)(void *conn, co_answer *answer);
 
-void co_service_init(co_service *s, const cfg *c, tg_loop *loop);
+void co_service_init(co_service *s, const cfg *c, tg_loop *loop, mx *metrics);
 
 /* Validates the request. A client error (or overload) fills *now and returns 1. Otherwise returns 0
  * with *out ready to launch: the caller suspends its connection first, then calls co_launch, so
@@ -55,6 +58,10 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
 /* Starts every validation at once. The reply always comes exactly once: on the loop thread, or on
  * the calling thread when the loop no longer takes work (shutting down: a 503). */
 void co_launch(co_service *s, co_checkout *c);
+
+/* The checkout's request id: the client's X-Request-Id (given, may be NULL) when it is 1..128
+ * printable ASCII characters, else 32 new random hex digits. */
+void co_request_id(const char *given, char *out, size_t cap);
 
 /* Releases an accepted checkout that will not be launched (no reply comes). Fuzzers and tests
  * use it to run co_accept without a loop. */

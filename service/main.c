@@ -5,6 +5,8 @@
  */
 #include "cfg.h"
 #include "checkout.h"
+#include "jlog.h"
+#include "metrics.h"
 #include "server.h"
 #include "tg.h"
 
@@ -23,7 +25,7 @@
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: checkoutd [--config FILE]\n"
+            "usage: checkoutd [--config FILE] [--log-level debug|info|warn|error|off]\n"
             "       checkoutd --check-config FILE\n"
             "       checkoutd --help | --version\n"
             "\n"
@@ -63,10 +65,12 @@ static void drain(srv *server, tg_loop *loop, const cfg *c, const sigset_t *sigs
     double until = now_s() + (double)c->deadline_ms / 1000.0 + 1.0;
     struct timespec tick = {0, 10 * 1000 * 1000};
     srv_drain(server);
-    fprintf(stderr, "{\"event\":\"draining\",\"pending\":%ld}\n", srv_pending(server));
+    jlog_event(JLOG_INFO, "draining",
+               json_pack("{s:I}", "in_flight", (json_int_t)srv_pending(server)));
     while (srv_pending(server) > 0 && now_s() < until) {
         if (sigtimedwait(sigs, NULL, &tick) > 0) {
-            fprintf(stderr, "{\"event\":\"stop\",\"reason\":\"second signal\"}\n");
+            jlog_event(JLOG_WARN, "stop",
+                       json_pack("{s:s, s:i}", "reason", "second signal", "exit", 1));
             _exit(1);
         }
     }
@@ -76,31 +80,65 @@ static void drain(srv *server, tg_loop *loop, const cfg *c, const sigset_t *sigs
         nanosleep(&tick, NULL);
 }
 
-int main(int argc, char **argv)
+/* The start line: version, where it listens, and each validation's upstream. */
+static void log_start(const cfg *c, int port)
 {
-    const char *config_path = NULL;
-    int check_only = 0;
-    char err[512];
-    cfg c;
+    json_t *vals = json_array();
+    for (size_t i = 0; i < c->nvalidations; i++) {
+        const cfg_validation *v = &c->validations[i];
+        json_array_append_new(vals,
+                              json_pack("{s:s, s:s, s:s, s:I}", "name", v->name, "field", v->field,
+                                        "url", v->url, "timeout_ms", (json_int_t)v->timeout_ms));
+    }
+    jlog_event(JLOG_INFO, "start",
+               json_pack("{s:s, s:s, s:i, s:I, s:I, s:o}", "version", CHECKOUTD_VERSION, "host",
+                         c->listen_host, "port", port, "deadline_ms", (json_int_t)c->deadline_ms,
+                         "max_inflight", (json_int_t)c->max_inflight, "validations", vals));
+}
 
+/* Parses the command line. 0 to run, 1 when done (help, version), 2 on a usage error. */
+static int parse_args(int argc, char **argv, const char **config_path, int *check_only,
+                      jlog_level *level)
+{
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        const char *arg = argv[i];
+        int has_value = i + 1 < argc;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--version") == 0) {
+            return 1;
+        } else if (strcmp(arg, "--version") == 0) {
             printf("checkoutd %s\n", CHECKOUTD_VERSION);
-            return 0;
-        } else if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--check-config") == 0) &&
-                   i + 1 < argc) {
-            check_only = strcmp(argv[i], "--check-config") == 0;
-            config_path = argv[++i];
+            return 1;
+        } else if (strcmp(arg, "--log-level") == 0 && has_value) {
+            if (jlog_level_parse(argv[++i], level) != 0) {
+                fprintf(stderr,
+                        "checkoutd: --log-level: expected debug, info, warn, error or off\n");
+                return 2;
+            }
+        } else if ((strcmp(arg, "--config") == 0 || strcmp(arg, "--check-config") == 0) &&
+                   has_value) {
+            *check_only = strcmp(arg, "--check-config") == 0;
+            *config_path = argv[++i];
         } else {
-            fprintf(stderr, "checkoutd: unknown argument '%s'\n", argv[i]);
+            fprintf(stderr, "checkoutd: unknown argument '%s'\n", arg);
             usage(stderr);
             return 2;
         }
     }
+    return 0;
+}
 
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    int check_only = 0;
+    jlog_level level = JLOG_INFO;
+    char err[512];
+    cfg c;
+
+    int args = parse_args(argc, argv, &config_path, &check_only, &level);
+    if (args != 0)
+        return args == 1 ? 0 : 2;
     if (cfg_load_file(&c, config_path, env_lookup, err, sizeof(err)) != 0) {
         fprintf(stderr, "checkoutd: %s\n", err);
         return 2;
@@ -118,37 +156,42 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* every thread started below inherits the mask */
     signal(SIGPIPE, SIG_IGN);
+    jlog_init(STDERR_FILENO, level);
 
     int rc = 1;
     co_service checkout;
     srv *server = NULL;
+    const char *names[CFG_MAX_VALIDATIONS];
+    for (size_t i = 0; i < c.nvalidations; i++)
+        names[i] = c.validations[i].name;
+    mx *metrics = mx_new(names, c.nvalidations);
     tg_loop_options lopts = {.max_body_bytes = c.max_upstream_body_bytes, .max_connections = 0};
     tg_loop *loop = tg_loop_new(&lopts);
-    if (loop == NULL || tg_loop_start(loop) != 0) {
+    if (metrics == NULL || loop == NULL || tg_loop_start(loop) != 0) {
         fprintf(stderr, "checkoutd: cannot start the upstream loop\n");
         goto out;
     }
-    co_service_init(&checkout, &c, loop);
+    co_service_init(&checkout, &c, loop, metrics);
     server = srv_start(&c, &checkout, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "checkoutd: %s\n", err);
         goto out;
     }
-    fprintf(stderr,
-            "{\"event\":\"start\",\"version\":\"%s\",\"listen\":\"%s:%d\",\"validations\":%zu}\n",
-            CHECKOUTD_VERSION, c.listen_host, srv_port(server), c.nvalidations);
+    log_start(&c, srv_port(server));
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
     drain(server, loop, &c, &sigs);
-    fprintf(stderr, "{\"event\":\"stop\",\"signal\":%d}\n", sig);
+    jlog_event(JLOG_INFO, "stop",
+               json_pack("{s:s, s:i}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", "exit", 0));
     rc = 0;
 out:
     if (loop != NULL)
         tg_loop_stop(loop);
     srv_stop(server);
     tg_loop_free(loop);
+    mx_free(metrics);
     cfg_free(&c);
     return rc;
 }

@@ -8,6 +8,9 @@
  * the suspension always happens before co_launch, so a fast reply cannot be lost. */
 #include "server.h"
 
+#include "jlog.h"
+#include "metrics.h"
+
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -45,6 +48,7 @@ typedef struct srv_request {
     size_t discarded; /* bytes read past the limit, not kept */
     int launched;     /* counted in pending until the request completes */
     int answered;     /* reply() stored the answer; the next access-handler call sends it */
+    char request_id[CO_ID_MAX + 1];
     co_answer answer;
 } srv_request;
 
@@ -79,11 +83,23 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, co
     return ok;
 }
 
+/* An answer decided here rather than by a task group (a client error, overload, a 500): counted
+ * and logged like a checkout, then sent. */
+static enum MHD_Result send_decided(srv_request *req, const char *allow)
+{
+    co_answer *a = &req->answer;
+    mx_checkout(req->server->checkout->metrics, mx_outcome_from_code(a->code), 0);
+    if (jlog_enabled(JLOG_INFO))
+        jlog_checkout(a->request_id, NULL, a->code, a->http_status, 0, NULL, 0);
+    return send_answer(req->conn, a, allow);
+}
+
 static enum MHD_Result send_error(srv_request *req, int status, const char *code,
                                   const char *message, const char *allow)
 {
     co_error_answer(&req->answer, status, code, message);
-    return send_answer(req->conn, &req->answer, allow);
+    memcpy(req->answer.request_id, req->request_id, sizeof(req->request_id));
+    return send_decided(req, allow);
 }
 
 static enum MHD_Result send_static(struct MHD_Connection *conn, int status, const char *json)
@@ -94,6 +110,24 @@ static enum MHD_Result send_static(struct MHD_Connection *conn, int status, cons
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+/* GET /metrics: rendered per scrape, O(series). */
+static enum MHD_Result send_metrics(struct MHD_Connection *conn, const mx *metrics)
+{
+    size_t len = 0;
+    char *text = mx_render(metrics, &len);
+    if (text == NULL)
+        return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ok;
 }
@@ -132,6 +166,12 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
         if (strcmp(url, "/readyz") == 0 && atomic_load(&s->draining))
             return send_static(conn, 503, "{\"status\":\"draining\"}");
         return send_static(conn, 200, "{\"status\":\"ok\"}");
+    }
+    if (strcmp(url, "/metrics") == 0) {
+        req->route = ROUTE_DONE;
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return send_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
+        return send_metrics(conn, s->checkout->metrics);
     }
     if (strcmp(url, "/checkout") != 0) {
         req->route = ROUTE_DONE;
@@ -200,14 +240,14 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
     co_request cr = {
         .body = req->body ? req->body : "",
         .body_len = req->body_len,
-        .request_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
+        .request_id = req->request_id,
         .idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key"),
         .traceparent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),
     };
     co_checkout *c = NULL;
     req->route = ROUTE_DONE;
     if (co_accept(s->checkout, &cr, on_checkout_reply, req, &c, &req->answer) != 0)
-        return send_answer(conn, &req->answer, NULL);
+        return send_decided(req, NULL);
     free(req->body); /* the checkout holds what it needs */
     req->body = NULL;
     req->launched = 1;
@@ -231,6 +271,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->server = s;
         req->conn = conn;
         *con_cls = req;
+        co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
+                      req->request_id, sizeof(req->request_id));
         return route_first(s, req, conn, url, method);
     }
     if (req->answered) {
@@ -276,6 +318,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /* listen's host may be an IP literal or a name ("localhost"); the first address wins. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    srv *s = cls;
+    (void)conn;
+    (void)socket_context;
+    mx_connections(s->checkout->metrics, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
 static int parse_listen(const cfg *c, struct sockaddr_storage *ss, int *v6)
 {
     struct addrinfo hints = {
@@ -314,13 +365,13 @@ srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen)
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
-    s->daemon =
-        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)SRV_CONNECTION_LIMIT,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SRV_CONNECTION_TIMEOUT_S,
-                         MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                         1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)SRV_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)SRV_CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
     if (s->daemon == NULL) {
         snprintf(err, errlen, "listen: cannot listen on %s:%d (in use, or not an address here)",
                  c->listen_host, c->listen_port);
