@@ -4,6 +4,7 @@
  * configured validation appears exactly once in every answer. */
 #include "support/http.h"
 #include "support/proc.h"
+#include "support/prom.h"
 
 #include <jansson.h>
 #include <signal.h>
@@ -25,6 +26,7 @@ typedef struct world {
     int up_port[3]; /* address, inventory, payment */
     int port;       /* checkoutd */
     char config_path[64];
+    char log_path[64]; /* checkoutd's stderr: its JSON log lines */
 } world;
 
 static world w;
@@ -77,16 +79,21 @@ static int write_config(const char *path, const int ports[3], long payment_timeo
     return fclose(f) == 0 ? 0 : -1;
 }
 
-static int start_daemon(proc *p, const char *config, char *const env[])
+static int start_daemon_logging(proc *p, const char *config, char *const env[], const char *log)
 {
     char *argv[] = {(char *)bin("CHECKOUTD_BIN", "build/release/checkoutd"), "--config",
                     (char *)config, NULL};
     char line[256];
-    if (proc_spawn(p, argv, env, NULL) != 0)
+    if (proc_spawn(p, argv, env, log) != 0)
         return -1;
     if (proc_wait_line(p, "listening on", line, sizeof(line), 10000) != 0)
         return -1;
     return proc_port_from_line(line);
+}
+
+static int start_daemon(proc *p, const char *config, char *const env[])
+{
+    return start_daemon_logging(p, config, env, "/dev/null");
 }
 
 static int setup_world(void **state)
@@ -94,11 +101,13 @@ static int setup_world(void **state)
     (void)state;
     memset(&w, 0, sizeof(w));
     snprintf(w.config_path, sizeof(w.config_path), "/tmp/checkoutd-it-%d.json", (int)getpid());
+    snprintf(w.log_path, sizeof(w.log_path), "/tmp/checkoutd-it-%d.log", (int)getpid());
+    unlink(w.log_path);
     if (start_upstreams(&w.upstreams, w.up_port) != 0)
         return -1;
     if (write_config(w.config_path, w.up_port, 1500) != 0)
         return -1;
-    w.port = start_daemon(&w.daemon, w.config_path, NULL);
+    w.port = start_daemon_logging(&w.daemon, w.config_path, NULL, w.log_path);
     return w.port > 0 ? 0 : -1;
 }
 
@@ -114,6 +123,7 @@ static int teardown_world(void **state)
     proc_stop(&w.daemon);
     proc_stop(&w.upstreams);
     unlink(w.config_path);
+    unlink(w.log_path);
     if (daemon_status != 0 || upstreams_status != 0) {
         fprintf(stderr, "exit status: checkoutd %d, fake-upstreams %d (want 0 and 0)\n",
                 daemon_status, upstreams_status);
@@ -574,6 +584,135 @@ static void test_healthz(void **state)
     http_reply_free(&r);
 }
 
+/* ---- operations: metrics and logs ------------------------------------------------------------ */
+
+static char *get_text(const char *path)
+{
+    char url[96];
+    http_reply r;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", w.port, path);
+    http_request("GET", url, NULL, NULL, 0, 5000, &r);
+    assert_int_equal(r.status, 200);
+    char *text = strdup(r.body);
+    http_reply_free(&r);
+    return text;
+}
+
+static double metric(const char *text, const char *series)
+{
+    double v = -1;
+    if (prom_value(text, series, &v) != 0)
+        fail_msg("no series %s", series);
+    return v;
+}
+
+/* The live /metrics parses as Prometheus text, and its counters move by exactly what was done. */
+static void test_metrics_move(void **state)
+{
+    (void)state;
+    char err[256];
+    char *before = get_text("/metrics");
+    if (prom_check(before, err, sizeof(err)) != 0)
+        fail_msg("/metrics: %s", err);
+    http_reply r;
+    post(order_with("SKU-1", "tok_visa", "US"), NULL, &r);
+    http_reply_free(&r);
+    post(order_with("OOS-1", "tok_visa", "US"), NULL, &r);
+    http_reply_free(&r);
+    post(order_with("SKU-1", "tok_error", "US"), NULL, &r);
+    http_reply_free(&r);
+    post("{nope", NULL, &r);
+    http_reply_free(&r);
+    char *after = get_text("/metrics");
+    if (prom_check(after, err, sizeof(err)) != 0)
+        fail_msg("/metrics: %s", err);
+
+    static const char *const series[] = {
+        "checkoutd_checkouts_total{outcome=\"accepted\"}",
+        "checkoutd_checkouts_total{outcome=\"rejected\"}",
+        "checkoutd_checkouts_total{outcome=\"failed\"}",
+        "checkoutd_checkouts_total{outcome=\"invalid_json\"}",
+        "checkoutd_checkout_duration_seconds_count",
+        "checkoutd_upstream_requests_total{validation=\"payment\",outcome=\"upstream_error\"}",
+        "checkoutd_upstream_requests_total{validation=\"inventory\",outcome=\"rejected\"}",
+        "checkoutd_upstream_requests_total{validation=\"address\",outcome=\"ok\"}",
+    };
+    static const double moved[] = {1, 1, 1, 1, 3, 1, 1, 3};
+    for (size_t i = 0; i < sizeof(moved) / sizeof(moved[0]); i++) {
+        double d = metric(after, series[i]) - metric(before, series[i]);
+        if (d != moved[i])
+            fail_msg("%s moved by %g, want %g", series[i], d, moved[i]);
+    }
+    assert_true(metric(after, "checkoutd_inflight_checkouts") == 0);
+    assert_true(metric(after, "checkoutd_open_connections") >= 1);
+    free(before);
+    free(after);
+}
+
+/* The inventory rejection cancels the slow payment: counted as cancelled, not as a call outcome. */
+static void test_metrics_count_cancelled(void **state)
+{
+    (void)state;
+    const char *series = "checkoutd_validations_cancelled_total{validation=\"payment\"}";
+    char *before = get_text("/metrics");
+    http_reply r;
+    post(order_with("OOS-2", "tok_slow", "US"), NULL, &r);
+    assert_int_equal(r.status, 422);
+    http_reply_free(&r);
+    char *after = get_text("/metrics");
+    assert_true(metric(after, series) - metric(before, series) == 1);
+    free(before);
+    free(after);
+}
+
+/* Every line checkoutd logged is one JSON object; checkouts have their fields; no payment token
+ * or card number ever appears, even when the client puts one in its ids. */
+static void test_logs_are_json_without_secrets(void **state)
+{
+    (void)state;
+    static const char *const headers[] = {"Content-Type: application/json",
+                                          "X-Request-Id: tok_live_secret", NULL};
+    const char *body = "{\"order_id\": \"4111111111111111\", \"address\": {\"postal_code\": "
+                       "\"1\", \"country\": \"US\"}, \"items\": [], \"payment\": "
+                       "{\"token\": \"tok_visa\", \"card\": \"4111111111111111\"}}";
+    http_reply r;
+    post(body, headers, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+
+    FILE *f = fopen(w.log_path, "r");
+    assert_non_null(f);
+    char line[16384];
+    int lines = 0, checkouts = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lines++;
+        assert_null(strstr(line, "tok_visa"));
+        assert_null(strstr(line, "tok_live_secret"));
+        assert_null(strstr(line, "4111111111111111"));
+        json_error_t jerr;
+        json_t *doc = json_loads(line, 0, &jerr);
+        if (!json_is_object(doc))
+            fail_msg("log line %d is not a JSON object: %s", lines, line);
+        const char *event = json_string_value(json_object_get(doc, "event"));
+        assert_non_null(event);
+        assert_non_null(json_string_value(json_object_get(doc, "ts")));
+        if (strcmp(event, "checkout") == 0 && json_object_get(doc, "validations") != NULL &&
+            json_object_size(json_object_get(doc, "validations")) == 3) {
+            checkouts++;
+            assert_non_null(json_object_get(doc, "request_id"));
+            assert_non_null(json_object_get(doc, "order_id"));
+            assert_true(json_is_integer(json_object_get(doc, "http_status")));
+            assert_true(json_is_number(json_object_get(doc, "elapsed_ms")));
+            json_t *pay = json_object_get(json_object_get(doc, "validations"), "payment");
+            assert_non_null(json_string_value(json_object_get(pay, "outcome")));
+        }
+        json_decref(doc);
+    }
+    fclose(f);
+    assert_true(lines >= 2); /* the start line and at least one checkout */
+    assert_true(checkouts >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +734,9 @@ int main(void)
         cmocka_unit_test(test_method_not_allowed_405),
         cmocka_unit_test(test_unknown_path_404),
         cmocka_unit_test(test_healthz),
+        cmocka_unit_test(test_metrics_move),
+        cmocka_unit_test(test_metrics_count_cancelled),
+        cmocka_unit_test(test_logs_are_json_without_secrets),
     };
     return cmocka_run_group_tests_name("checkoutd", tests, setup_world, teardown_world);
 }
