@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fu_role.h"
@@ -23,6 +24,7 @@
 
 #define FU_MAX_BODY (1024UL * 1024UL) /* the contract's default max_upstream_body_bytes */
 #define FU_MAX_MS   86400000UL        /* one day: bounds every delay option */
+#define FU_DRAIN_MS 1000UL            /* at stop, time allowed for released answers to go out */
 
 typedef struct fu_cli {
     const char *host;
@@ -138,6 +140,23 @@ fail:
     return st;
 }
 
+/* After fu_timer_stop every held answer has been released; give the daemons up to limit_ms to send
+ * them (polls every 10 ms; returns at once when nothing is in flight), so a stop does not cut off
+ * answers that were already decided. A client that never finishes its request costs the limit. */
+static void fu_drain(fu_role *const *roles, unsigned long limit_ms)
+{
+    const struct timespec step = {0, 10 * 1000000L};
+
+    for (unsigned long waited = 0; waited < limit_ms; waited += 10) {
+        long busy = 0;
+        for (int i = 0; i < FU_RULES_NROLES; i++)
+            busy += fu_role_unfinished(roles[i]);
+        if (busy == 0)
+            return;
+        nanosleep(&step, NULL);
+    }
+}
+
 /* Thousands of held connections need thousands of fds: lift the soft limit to the hard one. */
 static void fu_raise_nofile(void)
 {
@@ -228,6 +247,7 @@ int main(int argc, char **argv)
     /* Order matters: the timer resumes every held connection (their answers go out) before the
      * daemons stop, because MHD_stop_daemon must not find a suspended connection. */
     fu_timer_stop(timer);
+    fu_drain(roles, FU_DRAIN_MS);
     for (int i = 0; i < FU_RULES_NROLES; i++)
         fu_role_destroy(roles[i]);
     fu_timer_destroy(timer);

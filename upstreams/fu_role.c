@@ -1,13 +1,13 @@
 /* fu_role — one fake upstream role on its own libmicrohttpd daemon (see fu_role.h).
  *
- * Request life cycle (all on the daemon's single thread, except on_release on the timer thread):
- *   URI callback: allocate the fu_req (MHD then always calls the completed callback, which frees
- * it) first call   -> FU_REQ_BODY (a declared Content-Length over the limit is answered 413 at
- * once) body calls   -> append up to max_body bytes, then only count (the answer becomes 413) final
- * call   -> decide the answer; no delay: queue it; else suspend it in fu_timer (FU_REQ_HELD)
- *   resumed call -> queue the prepared answer, or MHD_NO if the client hung up meanwhile.
+ * Request life cycle, on the daemon's single thread (only on_release runs on the timer thread):
+ * - URI callback: allocates the fu_req; MHD then always calls the completed callback, which frees.
+ * - first call: FU_REQ_BODY; a declared Content-Length over the limit is answered 413 at once.
+ * - body calls: append up to max_body bytes, then only discard (the answer becomes 413).
+ * - final call: decide the answer; with no delay queue it, else suspend it in fu_timer (HELD).
+ * - resumed call: queue the prepared answer, or MHD_NO when the client hung up meanwhile.
  * Per-role state touched only by the daemon thread (rng, seq, last) needs no lock; the counters
- * are atomics because the timer thread updates pending and closed_early. */
+ * are atomics because the timer thread updates pending and closed_early, and main reads them. */
 #include "fu_role.h"
 
 #include <arpa/inet.h>
@@ -48,6 +48,7 @@ struct fu_role {
     atomic_ulong answered;
     atomic_ulong closed_early;
     atomic_long pending;
+    atomic_long unfinished; /* requests begun (URI seen) and not yet completed by MHD */
 };
 
 typedef enum fu_req_phase {
@@ -93,6 +94,7 @@ static void *fu_role_uri_log(void *cls, const char *uri, struct MHD_Connection *
     q->uri = strdup(uri != NULL ? uri : "");
     if (q->uri == NULL)
         goto fail;
+    atomic_fetch_add(&q->role->unfinished, 1);
     return q; /* becomes *con_cls; the access handler answers MHD_NO when it is NULL */
 fail:
     free(q);
@@ -111,6 +113,7 @@ static void fu_role_completed(void *cls, struct MHD_Connection *conn, void **con
         return;
     /* Never called while held: MHD does not complete a suspended request, and fu_role_release
      * has returned before the timer resumes the connection. */
+    atomic_fetch_sub(&q->role->unfinished, 1);
     fu_rules_answer_free(&q->answer);
     free(q->buf);
     free(q->uri);
@@ -470,6 +473,7 @@ fu_status fu_role_start(fu_role **out, fu_rules_role role, const fu_role_opts *o
     atomic_init(&r->answered, 0);
     atomic_init(&r->closed_early, 0);
     atomic_init(&r->pending, 0);
+    atomic_init(&r->unfinished, 0);
     st = fu_role_addr(opts->host, opts->port, &ss, &v6);
     if (st != FU_OK)
         goto fail;
@@ -510,6 +514,11 @@ uint16_t fu_role_port(const fu_role *r)
 const char *fu_role_name(const fu_role *r)
 {
     return fu_rules_role_name(r->kind);
+}
+
+long fu_role_unfinished(const fu_role *r)
+{
+    return atomic_load(&r->unfinished);
 }
 
 void fu_role_stop(fu_role *r)

@@ -40,6 +40,10 @@ uint16_t fu_role_port(const fu_role *r);
 /* "address", "inventory" or "payment". */
 const char *fu_role_name(const fu_role *r);
 
+/* Requests begun and not yet completed (answer not fully sent, or body still arriving). Used at
+ * shutdown to let the answers released by fu_timer_stop reach their clients. O(1). */
+long fu_role_unfinished(const fu_role *r);
+
 /* Stops the daemon (closes every connection). Call only after fu_timer_stop, so no connection is
  * suspended. Idempotent. */
 void fu_role_stop(fu_role *r);

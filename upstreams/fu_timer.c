@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -82,6 +83,8 @@ static int fu_timer_wait_ms(fu_timer *t)
     pthread_mutex_unlock(&t->mu);
     return ms;
 }
+
+_Static_assert(offsetof(fu_hold, node) == 0, "fu_hold must start with its heap node");
 
 static fu_hold *fu_timer_hold_of(fu_heap_node *n)
 {

@@ -8,6 +8,8 @@
  * private epoll set (EPOLLRDHUP|EPOLLHUP only). When a client hangs up early, the hold is released
  * at once with closed_early = true, so the owner can count and log it, and the connection is
  * resumed so MHD notices the close and frees it. This is what makes cancellation visible to tests.
+ * (A client that only half-closes, shutdown(SHUT_WR) after its request, also counts as gone; HTTP
+ * clients such as libcurl do not do that.)
  *
  * For every hold the timer calls on_release exactly once, on the timer thread, before it resumes
  * the connection: either when due (closed_early false), when the client closed (true), or at
