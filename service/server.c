@@ -49,12 +49,14 @@ typedef struct srv_request {
     int launched;     /* counted in pending until the request completes */
     int answered;     /* reply() stored the answer; the next access-handler call sends it */
     char request_id[CO_ID_MAX + 1];
+    int close_connection; /* the request's framing is doubtful: answer, then close */
     co_answer answer;
 } srv_request;
 
 /* Queues a JSON answer; MHD frees a->body once sent. A NULL body (out of memory) becomes a 500.
  * allow: the Allow header of a 405, or NULL. */
-static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, const char *allow)
+static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, const char *allow,
+                                   int close_connection)
 {
     static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
     struct MHD_Response *r;
@@ -78,6 +80,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, co
     }
     if (allow != NULL)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    if (close_connection)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok;
@@ -91,7 +95,7 @@ static enum MHD_Result send_decided(srv_request *req, const char *allow)
     mx_checkout(req->server->checkout->metrics, mx_outcome_from_code(a->code), 0);
     if (jlog_enabled(JLOG_INFO))
         jlog_checkout(a->request_id, NULL, a->code, a->http_status, 0, NULL, 0);
-    return send_answer(req->conn, a, allow);
+    return send_answer(req->conn, a, allow, req->close_connection);
 }
 
 static enum MHD_Result send_error(srv_request *req, int status, const char *code,
@@ -156,9 +160,40 @@ static void on_checkout_reply(void *conn_ctx, co_answer *answer)
     MHD_resume_connection(req->conn);
 }
 
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                            const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        (*(int *)cls)++;
+    return MHD_YES;
+}
+
+/* Two Content-Length headers, or one with Transfer-Encoding, frame the body ambiguously: a proxy
+ * in front may read it differently and see a second, smuggled request. Such a request is refused
+ * and its connection closed, so nothing after it is parsed. */
+static const char *ambiguous_framing(struct MHD_Connection *conn)
+{
+    int lengths = 0;
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_content_length, &lengths);
+    if (lengths > 1)
+        return "more than one Content-Length header";
+    if (lengths == 1 && MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+        return "Content-Length together with Transfer-Encoding";
+    return NULL;
+}
+
 static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connection *conn,
                                    const char *url, const char *method)
 {
+    const char *framing = ambiguous_framing(conn);
+    if (framing != NULL) {
+        req->route = ROUTE_DONE;
+        req->close_connection = 1;
+        return send_error(req, 400, "invalid_request", framing, NULL);
+    }
     if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) {
         req->route = ROUTE_DONE;
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -277,7 +312,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (req->answered) {
         req->answered = 0;
-        return send_answer(conn, &req->answer, NULL);
+        return send_answer(conn, &req->answer, NULL, 0);
     }
     if (req->route != ROUTE_CHECKOUT) {
         *upload_data_size = 0; /* an answer is queued already: discard the body */
