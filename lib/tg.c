@@ -24,6 +24,7 @@
 #include <time.h>
 
 #define TG_MAX_CALLS 64
+#define TG_IDLE_HANDLES 1024 /* enough for a few hundred checkouts in flight */
 
 typedef struct tg_call {
     tg_group *group;
@@ -67,6 +68,9 @@ struct tg_loop {
 
     tg_group **heap; /* running groups, by deadline_ns */
     size_t heap_len, heap_cap;
+
+    CURL *idle[TG_IDLE_HANDLES]; /* easy handles kept for reuse: a new one costs a ~6 KB calloc */
+    size_t nidle;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -254,14 +258,19 @@ static void call_detach(tg_loop *l, tg_call *c)
     if (c->easy == NULL)
         return;
     curl_multi_remove_handle(l->multi, c->easy);
-    curl_easy_cleanup(c->easy);
+    if (l->nidle < TG_IDLE_HANDLES) {
+        curl_easy_reset(c->easy);
+        l->idle[l->nidle++] = c->easy;
+    } else {
+        curl_easy_cleanup(c->easy);
+    }
     c->easy = NULL;
     c->group->running--;
 }
 
 static int call_start(tg_loop *l, tg_call *c)
 {
-    CURL *e = curl_easy_init();
+    CURL *e = l->nidle > 0 ? l->idle[--l->nidle] : curl_easy_init();
     if (e == NULL)
         return -ENOMEM;
     c->resp_limit = (size_t)l->max_body_bytes;
@@ -648,6 +657,8 @@ void tg_loop_free(tg_loop *l)
     if (l == NULL)
         return;
     tg_loop_stop(l);
+    while (l->nidle > 0)
+        curl_easy_cleanup(l->idle[--l->nidle]);
     curl_multi_cleanup(l->multi);
     pthread_mutex_destroy(&l->lock);
     free(l->heap);
