@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-#define TG_MAX_CALLS 64
+#define TG_MAX_CALLS    64
 #define TG_IDLE_HANDLES 1024 /* enough for a few hundred checkouts in flight */
 
 typedef struct tg_call {

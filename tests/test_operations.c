@@ -52,8 +52,15 @@ static void world_start(world *w, char *const extra_env[])
 {
     memset(w, 0, sizeof(*w));
     char *up_argv[] = {(char *)bin("FAKE_UPSTREAMS_BIN", "build/release/fake-upstreams"),
-                       "--address-port", "0", "--inventory-port", "0", "--payment-port", "0",
-                       "--slow-ms", "2000", NULL};
+                       "--address-port",
+                       "0",
+                       "--inventory-port",
+                       "0",
+                       "--payment-port",
+                       "0",
+                       "--slow-ms",
+                       "2000",
+                       NULL};
     char line[256];
     assert_int_equal(proc_spawn(&w->upstreams, up_argv, NULL, "/dev/null"), 0);
     for (int i = 0; i < 3; i++) {
@@ -142,7 +149,8 @@ static void get(int port, const char *path, http_reply *r)
     http_request("GET", url, NULL, NULL, 0, 5000, r);
 }
 
-/* ---- tests ------------------------------------------------------------------------------------ */
+/* ---- tests ------------------------------------------------------------------------------------
+ */
 
 static void test_health_and_readiness(void **state)
 {
