@@ -36,7 +36,10 @@ struct srv {
     atomic_long pending; /* launched checkouts whose request has not completed */
 };
 
-typedef enum route { ROUTE_CHECKOUT, ROUTE_DONE } route;
+/* ROUTE_HEALTHZ..ROUTE_METRICS answer on the request's last call rather than its first: an answer
+ * queued before the (empty) body was read makes libmicrohttpd close the connection, and probes and
+ * scrapes should be able to keep theirs. */
+typedef enum route { ROUTE_CHECKOUT, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS, ROUTE_DONE } route;
 
 typedef struct srv_request {
     srv *server;
@@ -194,19 +197,19 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
         req->close_connection = 1;
         return send_error(req, 400, "invalid_request", framing, NULL);
     }
-    if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) {
+    route probe = ROUTE_DONE;
+    if (strcmp(url, "/healthz") == 0)
+        probe = ROUTE_HEALTHZ;
+    else if (strcmp(url, "/readyz") == 0)
+        probe = ROUTE_READYZ;
+    else if (strcmp(url, "/metrics") == 0)
+        probe = ROUTE_METRICS;
+    if (probe != ROUTE_DONE) {
         req->route = ROUTE_DONE;
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
             return send_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
-        if (strcmp(url, "/readyz") == 0 && atomic_load(&s->draining))
-            return send_static(conn, 503, "{\"status\":\"draining\"}");
-        return send_static(conn, 200, "{\"status\":\"ok\"}");
-    }
-    if (strcmp(url, "/metrics") == 0) {
-        req->route = ROUTE_DONE;
-        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-            return send_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
-        return send_metrics(conn, s->checkout->metrics);
+        req->route = probe;
+        return MHD_YES;
     }
     if (strcmp(url, "/checkout") != 0) {
         req->route = ROUTE_DONE;
@@ -292,6 +295,27 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
     return MHD_YES;
 }
 
+/* The last call of GET /healthz, /readyz or /metrics. */
+static enum MHD_Result answer_probe(srv *s, srv_request *req, struct MHD_Connection *conn)
+{
+    route r = req->route;
+    req->route = ROUTE_DONE;
+    switch (r) {
+    case ROUTE_HEALTHZ:
+        return send_static(conn, 200, "{\"status\":\"ok\"}");
+    case ROUTE_READYZ:
+        if (atomic_load(&s->draining))
+            return send_static(conn, 503, "{\"status\":\"draining\"}");
+        return send_static(conn, 200, "{\"status\":\"ok\"}");
+    case ROUTE_METRICS:
+        return send_metrics(conn, s->checkout->metrics);
+    case ROUTE_CHECKOUT:
+    case ROUTE_DONE:
+        break;
+    }
+    return MHD_YES; /* answered already */
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -315,8 +339,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return send_answer(conn, &req->answer, NULL, 0);
     }
     if (req->route != ROUTE_CHECKOUT) {
-        *upload_data_size = 0; /* an answer is queued already: discard the body */
-        return MHD_YES;
+        if (*upload_data_size > 0) {
+            *upload_data_size = 0; /* an answer is queued already, or a probe: discard the body */
+            return MHD_YES;
+        }
+        return answer_probe(s, req, conn);
     }
     if (*upload_data_size > 0) {
         take_chunk(s, req, upload_data, *upload_data_size);
