@@ -30,11 +30,13 @@ struct co_checkout {
     char request_id[CO_ID_MAX + 1];
 };
 
-void co_service_init(co_service *s, const cfg *c, tg_loop *loop, mx *metrics)
+void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t nloops, mx *metrics)
 {
     memset(s, 0, sizeof(*s));
     s->cfg = c;
-    s->loop = loop;
+    s->loops = loops;
+    s->nloops = nloops;
+    atomic_init(&s->next_loop, 0);
     s->metrics = metrics;
     for (size_t i = 0; i < c->nvalidations; i++)
         s->names[i] = c->validations[i].name;
@@ -258,7 +260,8 @@ void co_discard(co_service *s, co_checkout *c)
 
 void co_launch(co_service *s, co_checkout *c)
 {
-    if (tg_submit(s->loop, c->group) == 0)
+    size_t i = s->nloops > 1 ? atomic_fetch_add(&s->next_loop, 1) % s->nloops : 0;
+    if (s->nloops > 0 && tg_submit(s->loops[i], c->group) == 0)
         return;
     co_answer a = {0};
     co_error_answer(&a, 503, "shutting_down", "the service is shutting down");
@@ -278,22 +281,32 @@ static void record(co_service *s, const tg_group *g, const co_answer *a, double 
     mx_checkout(s->metrics, mx_outcome_from_code(a->code), elapsed_ms / 1000.0);
 }
 
-/* The checkout's log line: each validation's outcome and time. Built only when info is logged. */
-static void log_checkout(const co_checkout *c, const tg_group *g, const co_answer *a,
-                         double elapsed_ms)
+/* Copies what the log line needs out of the group: the group is freed before the line is written.
+ */
+static void keep_outcomes(const tg_group *g, co_answer *a)
+{
+    a->noutcomes = tg_group_size(g);
+    for (size_t i = 0; i < a->noutcomes; i++) {
+        const tg_result *r = tg_group_result(g, i);
+        a->outcomes[i].outcome = r->state == TG_CANCELLED ? "cancelled" : tg_kind_name(r->kind);
+        a->outcomes[i].elapsed_ms = r->elapsed_ms;
+        a->outcomes[i].http_status = r->http_status;
+    }
+}
+
+void co_log(const co_service *s, const co_answer *a)
 {
     jlog_validation v[CFG_MAX_VALIDATIONS];
-    size_t n = tg_group_size(g);
     if (!jlog_enabled(JLOG_INFO))
         return;
-    for (size_t i = 0; i < n; i++) {
-        const tg_result *r = tg_group_result(g, i);
-        v[i].name = c->service->names[i];
-        v[i].outcome = r->state == TG_CANCELLED ? "cancelled" : tg_kind_name(r->kind);
-        v[i].elapsed_ms = r->elapsed_ms;
-        v[i].http_status = r->http_status;
+    for (size_t i = 0; i < a->noutcomes; i++) {
+        v[i].name = s->names[i];
+        v[i].outcome = a->outcomes[i].outcome;
+        v[i].elapsed_ms = a->outcomes[i].elapsed_ms;
+        v[i].http_status = a->outcomes[i].http_status;
     }
-    jlog_checkout(c->request_id, c->order_id, a->code, a->http_status, elapsed_ms, v, n);
+    jlog_checkout(a->request_id, a->order_id[0] ? a->order_id : NULL, a->code, a->http_status,
+                  a->elapsed_ms, v, a->noutcomes);
 }
 
 /* Runs on the loop thread: the group allocated its results here, and they are freed here too. */
@@ -312,6 +325,8 @@ static void on_group_done(tg_group *g, void *user)
         co_error_answer(&a, 500, "internal", "out of memory while building the answer");
     }
     record(c->service, g, &a, elapsed_ms);
-    log_checkout(c, g, &a, elapsed_ms);
+    a.elapsed_ms = elapsed_ms;
+    memcpy(a.order_id, c->order_id, sizeof(a.order_id));
+    keep_outcomes(g, &a);
     finish(c, &a);
 }

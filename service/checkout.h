@@ -18,7 +18,9 @@
 
 typedef struct co_service {
     const cfg *cfg;
-    tg_loop *loop;
+    tg_loop *const *loops; /* task-group loops; checkouts are spread over them round-robin */
+    size_t nloops;
+    atomic_size_t next_loop;
     mx *metrics;                            /* every answer is counted here */
     const char *names[CFG_MAX_VALIDATIONS]; /* validation names, in config order */
     atomic_long inflight;                   /* checkouts whose group is running */
@@ -32,6 +34,13 @@ typedef struct co_request {
     const char *traceparent;     /* forwarded when present */
 } co_request;
 
+/* What the checkout's log line says of one validation (outcome is static text). */
+typedef struct co_outcome {
+    const char *outcome; /* "ok", a failure kind, or "cancelled" */
+    double elapsed_ms;
+    long http_status;
+} co_outcome;
+
 typedef struct co_answer {
     int http_status;
     const char *code; /* static: "accepted"/"rejected"/"failed" or the client-error code */
@@ -39,6 +48,11 @@ typedef struct co_answer {
     size_t body_len;
     int retry_after; /* seconds for a Retry-After header, 0 for none */
     char request_id[CO_ID_MAX + 1];
+    /* for the log line, written by co_log on the HTTP thread: plain data, no JSON objects */
+    double elapsed_ms;
+    char order_id[4 * CO_ID_MAX + 1]; /* "" before the order was read */
+    size_t noutcomes;                 /* 0 for answers that ran no task group */
+    co_outcome outcomes[CFG_MAX_VALIDATIONS];
 } co_answer;
 
 typedef struct co_checkout co_checkout;
@@ -47,7 +61,9 @@ typedef struct co_checkout co_checkout;
  */
 typedef void (*co_reply_fn)(void *conn, co_answer *answer);
 
-void co_service_init(co_service *s, const cfg *c, tg_loop *loop, mx *metrics);
+/* loops: nloops (>= 1) started task-group loops, or NULL/0 when no checkout will be launched. */
+void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t nloops,
+                     mx *metrics);
 
 /* Validates the request. A client error (or overload) fills *now and returns 1. Otherwise returns 0
  * with *out ready to launch: the caller suspends its connection first, then calls co_launch, so
@@ -66,6 +82,10 @@ void co_request_id(const char *given, char *out, size_t cap);
 /* Releases an accepted checkout that will not be launched (no reply comes). Fuzzers and tests
  * use it to run co_accept without a loop. */
 void co_discard(co_service *s, co_checkout *c);
+
+/* The checkout's JSON log line, from what the answer carries. Called by the server on its own
+ * thread, once per answer, so that the cost of the line stays off the task-group loop thread. */
+void co_log(const co_service *s, const co_answer *a);
 
 /* {"error": {"code": code, "message": message}} as an answer; body NULL when out of memory. */
 void co_error_answer(co_answer *a, int http_status, const char *code, const char *message);

@@ -1,7 +1,8 @@
 /* checkoutd — command line, start-up and the graceful drain.
  *
- * Threads: the libmicrohttpd pool (HTTP), one task-group loop (upstream calls), and this main
- * thread, which only waits for SIGTERM/SIGINT (blocked everywhere else, taken with sigtimedwait).
+ * Threads: the libmicrohttpd pool (HTTP), one task-group loop per core (upstream calls), and this
+ * main thread, which only waits for SIGTERM/SIGINT (blocked everywhere else, taken with
+ * sigtimedwait).
  */
 #include "cfg.h"
 #include "checkout.h"
@@ -40,6 +41,20 @@ static const char *env_lookup(const char *name)
     return getenv(name);
 }
 
+#define CHECKOUTD_MAX_LOOPS 8
+
+/* One task-group loop per core (at most 8): the loop thread does most of a checkout's work (every
+ * upstream transfer, the answer), so one loop caps throughput at one core. CHECKOUTD_LOOPS
+ * overrides it (1..8). */
+static size_t loop_count(void)
+{
+    const char *env = getenv("CHECKOUTD_LOOPS");
+    long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    return n > CHECKOUTD_MAX_LOOPS ? CHECKOUTD_MAX_LOOPS : (size_t)n;
+}
+
 /* Thousands of client connections plus three upstream connections per checkout need descriptors;
  * the soft limit (often 1024) is raised to the hard one. */
 static void raise_nofile(void)
@@ -60,7 +75,15 @@ static double now_s(void)
 
 /* Drain: stop accepting, let in-flight checkouts answer (bounded by deadline_ms plus a second for
  * the answers to be written), then cancel what is left. A second signal exits at once. */
-static void drain(srv *server, tg_loop *loop, const cfg *c, const sigset_t *sigs)
+static void stop_loops(tg_loop *const *loops, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (loops[i] != NULL)
+            tg_loop_stop(loops[i]);
+}
+
+static void drain(srv *server, tg_loop *const *loops, size_t nloops, const cfg *c,
+                  const sigset_t *sigs)
 {
     double until = now_s() + (double)c->deadline_ms / 1000.0 + 1.0;
     struct timespec tick = {0, 10 * 1000 * 1000};
@@ -74,7 +97,7 @@ static void drain(srv *server, tg_loop *loop, const cfg *c, const sigset_t *sigs
             _exit(1);
         }
     }
-    tg_loop_stop(loop);
+    stop_loops(loops, nloops);
     until = now_s() + 1.0;
     while (srv_pending(server) > 0 && now_s() < until)
         nanosleep(&tick, NULL);
@@ -166,12 +189,18 @@ int main(int argc, char **argv)
         names[i] = c.validations[i].name;
     mx *metrics = mx_new(names, c.nvalidations);
     tg_loop_options lopts = {.max_body_bytes = c.max_upstream_body_bytes, .max_connections = 0};
-    tg_loop *loop = tg_loop_new(&lopts);
-    if (metrics == NULL || loop == NULL || tg_loop_start(loop) != 0) {
-        fprintf(stderr, "checkoutd: cannot start the upstream loop\n");
+    tg_loop *loops[CHECKOUTD_MAX_LOOPS] = {0};
+    size_t nloops = loop_count();
+    int loops_ok = metrics != NULL;
+    for (size_t i = 0; loops_ok && i < nloops; i++) {
+        loops[i] = tg_loop_new(&lopts);
+        loops_ok = loops[i] != NULL && tg_loop_start(loops[i]) == 0;
+    }
+    if (!loops_ok) {
+        fprintf(stderr, "checkoutd: cannot start the upstream loops\n");
         goto out;
     }
-    co_service_init(&checkout, &c, loop, metrics);
+    co_service_init(&checkout, &c, loops, nloops, metrics);
     server = srv_start(&c, &checkout, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "checkoutd: %s\n", err);
@@ -182,15 +211,15 @@ int main(int argc, char **argv)
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
-    drain(server, loop, &c, &sigs);
+    drain(server, loops, nloops, &c, &sigs);
     jlog_event(JLOG_INFO, "stop",
                json_pack("{s:s, s:i}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", "exit", 0));
     rc = 0;
 out:
-    if (loop != NULL)
-        tg_loop_stop(loop);
+    stop_loops(loops, nloops);
     srv_stop(server);
-    tg_loop_free(loop);
+    for (size_t i = 0; i < nloops; i++)
+        tg_loop_free(loops[i]);
     mx_free(metrics);
     cfg_free(&c);
     return rc;

@@ -8,7 +8,6 @@
  * the suspension always happens before co_launch, so a fast reply cannot be lost. */
 #include "server.h"
 
-#include "jlog.h"
 #include "metrics.h"
 
 #include <arpa/inet.h>
@@ -96,8 +95,7 @@ static enum MHD_Result send_decided(srv_request *req, const char *allow)
 {
     co_answer *a = &req->answer;
     mx_checkout(req->server->checkout->metrics, mx_outcome_from_code(a->code), 0);
-    if (jlog_enabled(JLOG_INFO))
-        jlog_checkout(a->request_id, NULL, a->code, a->http_status, 0, NULL, 0);
+    co_log(req->server->checkout, a);
     return send_answer(req->conn, a, allow, req->close_connection);
 }
 
@@ -336,6 +334,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (req->answered) {
         req->answered = 0;
+        co_log(s->checkout, &req->answer); /* here, not on the loop thread: see co_log */
         return send_answer(conn, &req->answer, NULL, 0);
     }
     if (req->route != ROUTE_CHECKOUT) {
