@@ -12,6 +12,7 @@
 
 #include "eg.h"
 #include "jlog.h"
+#include "jspan.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -133,23 +134,81 @@ static int check_order(const co_service *s, json_t *order, const json_error_t *j
     return 0;
 }
 
-/* {"order_id": ..., "<field>": <the request's value, unchanged>} for each validation. */
-static int build_calls(co_service *s, co_checkout *c, json_t *order, const char *const headers[])
+/* {"order_id":<id>,<key>:<value>} from raw JSON texts. O(length), one allocation. */
+static char *concat_body(const char *id, size_t id_len, const char *key, size_t key_len,
+                         const char *value, size_t value_len, size_t *out_len)
 {
+    static const char head[] = "{\"order_id\":";
+    size_t len = sizeof(head) - 1 + id_len + 1 + key_len + 1 + value_len + 1;
+    char *body = malloc(len + 1);
+    if (body == NULL)
+        return NULL;
+    char *p = body;
+    memcpy(p, head, sizeof(head) - 1);
+    p += sizeof(head) - 1;
+    memcpy(p, id, id_len);
+    p += id_len;
+    *p++ = ',';
+    memcpy(p, key, key_len);
+    p += key_len;
+    *p++ = ':';
+    memcpy(p, value, value_len);
+    p += value_len;
+    *p++ = '}';
+    *p = '\0';
+    *out_len = len;
+    return body;
+}
+
+/* The body for validation v: the member's bytes as the client sent them when they can be found
+ * byte for byte (jspan), else jansson's serialisation of the parsed value. */
+static char *upstream_body(const cfg_validation *v, json_t *order, const jspan_member *m, int nm,
+                           const char *id_json, size_t *len)
+{
+    const jspan_member *raw = nm > 0 ? jspan_find(m, (size_t)nm, v->field) : NULL;
+    if (raw != NULL)
+        return concat_body(id_json, strlen(id_json), raw->key, raw->key_len, raw->value,
+                           raw->value_len, len);
+    json_t *key = json_string(v->field);
+    char *key_json = key ? json_dumps(key, JSON_ENCODE_ANY) : NULL;
+    char *value_json = json_dumps(json_object_get(order, v->field), JSON_ENCODE_ANY | JSON_COMPACT);
+    char *body = NULL;
+    if (key_json != NULL && value_json != NULL)
+        body = concat_body(id_json, strlen(id_json), key_json, strlen(key_json), value_json,
+                           strlen(value_json), len);
+    json_decref(key);
+    free(key_json);
+    free(value_json);
+    return body;
+}
+
+/* {"order_id": ..., "<field>": <that field of the request, unchanged>} for each validation. */
+static int build_calls(co_service *s, co_checkout *c, json_t *order, const co_request *req,
+                       const char *const headers[])
+{
+    jspan_member members[JSPAN_MAX];
+    int nm = jspan_members(req->body, req->body_len, members, JSPAN_MAX);
+    json_t *id = json_string(c->order_id);
+    char *id_json = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
+    int rc = -1;
+    json_decref(id);
+    if (id_json == NULL)
+        goto fail;
     for (size_t i = 0; i < s->cfg->nvalidations; i++) {
         const cfg_validation *v = &s->cfg->validations[i];
-        json_t *doc = json_pack("{s:s, s:O}", "order_id", c->order_id, v->field,
-                                json_object_get(order, v->field));
-        char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-        json_decref(doc);
+        size_t len = 0;
+        char *body = upstream_body(v, order, members, nm, id_json, &len);
         if (body == NULL)
-            return -1;
-        if (tg_call_set(c->group, i, v->url, body, strlen(body), headers, v->timeout_ms) != 0) {
+            goto fail;
+        if (tg_call_set(c->group, i, v->url, body, len, headers, v->timeout_ms) != 0) {
             free(body);
-            return -1;
+            goto fail;
         }
     }
-    return 0;
+    rc = 0;
+fail:
+    free(id_json);
+    return rc;
 }
 
 static void on_group_done(tg_group *g, void *user);
@@ -214,7 +273,7 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
     headers[nh] = NULL;
 
     c->group = tg_group_new(s->cfg->nvalidations, s->cfg->deadline_ms, on_group_done, c);
-    if (c->group == NULL || build_calls(s, c, order, headers) != 0)
+    if (c->group == NULL || build_calls(s, c, order, req, headers) != 0)
         goto fail;
     json_decref(order);
     *out = c;
