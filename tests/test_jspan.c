@@ -113,7 +113,7 @@ static void test_generated_documents(void **state)
         json_t *doc = json_object();
         int members = rand() % 8;
         for (int k = 0; k < members; k++) {
-            char key[16];
+            char key[32];
             snprintf(key, sizeof(key), "k%d\"%d", k, rand() % 100);
             json_t *v;
             switch (rand() % 5) {
