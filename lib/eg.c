@@ -1,8 +1,11 @@
 /* eg — the error group. See eg.h. */
 #include "eg.h"
 
+#include "utf8.h"
+
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 json_t *eg_ms(double ms)
@@ -57,23 +60,101 @@ static int message_from_error_code(const json_t *body, char *buf, size_t cap)
 void eg_message(const char *name, const tg_result *r, char *buf, size_t cap)
 {
     int from_http = r->kind == TG_REJECTED || r->kind == TG_UPSTREAM_ERROR;
-    if (from_http && json_is_object(r->body)) {
-        const char *msg = json_string_value(json_object_get(r->body, "message"));
-        if (msg != NULL && msg[0] != '\0') {
-            snprintf(buf, cap, "%s", msg);
-            return;
-        }
-        if (message_from_error_code(r->body, buf, cap) == 0)
-            return;
-    }
-    snprintf(buf, cap, "%s %s", name, r->message);
+    const char *msg = from_http ? json_string_value(json_object_get(r->body, "message")) : NULL;
+    if (msg != NULL && msg[0] != '\0')
+        snprintf(buf, cap, "%s", msg);
+    else if (!from_http || message_from_error_code(r->body, buf, cap) != 0)
+        snprintf(buf, cap, "%s %s", name, r->message);
+    utf8_cut(buf); /* a cut may end inside a character: jansson would refuse the string */
 }
 
-static json_t *error_entry(const char *name, const tg_result *r)
+/* Upstream bodies go into the answer as the bytes that came, not re-serialised: jansson would
+ * print their numbers with the answer's precision (1.00000000000000012 is not 1.0), and copying is
+ * cheaper. Each one is first a placeholder string, replaced in the dumped text. */
+typedef struct raw_slot {
+    const char *raw;
+    size_t raw_len;
+    char *placeholder; /* the placeholder as dumped: "\"\\u0001eg:3\\u0001\"" */
+} raw_slot;
+
+/* The value of an upstream body in the answer: a placeholder for its raw bytes when there are
+ * any, else jansson's value (or null). */
+static json_t *upstream_value(const tg_result *r, raw_slot *slot)
+{
+    if (r->body == NULL)
+        return json_null();
+    if (r->raw == NULL || slot == NULL)
+        return json_incref(r->body);
+    char token[32];
+    snprintf(token, sizeof(token), "\x01eg:%p\x01", (const void *)slot);
+    json_t *placeholder = json_string(token);
+    slot->placeholder = placeholder ? json_dumps(placeholder, JSON_ENCODE_ANY) : NULL;
+    if (slot->placeholder == NULL) {
+        json_decref(placeholder);
+        return json_incref(r->body);
+    }
+    slot->raw = r->raw;
+    slot->raw_len = r->raw_len;
+    return placeholder;
+}
+
+static const char *find(const char *hay, size_t hay_len, const char *needle, size_t needle_len)
+{
+    return memmem(hay, hay_len, needle, needle_len);
+}
+
+/* Replaces each slot's placeholder in text by its raw bytes. NULL (text kept by the caller) when
+ * a placeholder does not occur exactly once: a client or upstream string may imitate one, and
+ * then the caller falls back to plain jansson output. O(text x slots). */
+static char *splice(const char *text, size_t len, const raw_slot *slots, size_t n, size_t *out_len)
+{
+    size_t total = len;
+    for (size_t i = 0; i < n; i++) {
+        if (slots[i].placeholder == NULL)
+            continue;
+        size_t plen = strlen(slots[i].placeholder);
+        const char *at = find(text, len, slots[i].placeholder, plen);
+        if (at == NULL || find(at + 1, len - (size_t)(at + 1 - text), slots[i].placeholder, plen))
+            return NULL;
+        total = total - plen + slots[i].raw_len;
+    }
+    char *out = malloc(total + 1);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0, pos = 0;
+    while (pos < len) {
+        const raw_slot *next = NULL;
+        const char *next_at = text + len;
+        for (size_t i = 0; i < n; i++) {
+            if (slots[i].placeholder == NULL)
+                continue;
+            const char *at =
+                find(text + pos, len - pos, slots[i].placeholder, strlen(slots[i].placeholder));
+            if (at != NULL && at < next_at) {
+                next_at = at;
+                next = &slots[i];
+            }
+        }
+        size_t plain = (size_t)(next_at - (text + pos));
+        memcpy(out + o, text + pos, plain);
+        o += plain;
+        pos += plain;
+        if (next == NULL)
+            break;
+        memcpy(out + o, next->raw, next->raw_len);
+        o += next->raw_len;
+        pos += strlen(next->placeholder);
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}
+
+static json_t *error_entry(const char *name, const tg_result *r, raw_slot *slot)
 {
     char msg[256];
     eg_message(name, r, msg, sizeof(msg));
-    json_t *upstream = r->body ? json_incref(r->body) : json_null();
+    json_t *upstream = upstream_value(r, slot);
     json_t *status = r->http_status > 0 ? json_integer(r->http_status) : json_null();
     return json_pack("{s:s, s:s, s:o, s:s, s:o, s:o}", "validation", name, "kind",
                      tg_kind_name(r->kind), "http_status", status, "message", msg, "upstream",
@@ -81,7 +162,7 @@ static json_t *error_entry(const char *name, const tg_result *r)
 }
 
 /* The errors array, ordered by fail_seq. O(n^2) over at most 64 calls: fine. */
-static int add_errors(json_t *errors, const tg_group *g, const char *const names[])
+static int add_errors(json_t *errors, const tg_group *g, const char *const names[], raw_slot *slots)
 {
     size_t n = tg_group_size(g), nfailed = tg_group_failures(g);
     for (unsigned seq = 1; seq <= nfailed; seq++) {
@@ -89,7 +170,8 @@ static int add_errors(json_t *errors, const tg_group *g, const char *const names
             const tg_result *r = tg_group_result(g, i);
             if (r->state != TG_FAILED || r->fail_seq != seq)
                 continue;
-            if (json_array_append_new(errors, error_entry(names[i], r)) != 0)
+            if (json_array_append_new(errors, error_entry(names[i], r, slots ? &slots[i] : NULL)) !=
+                0)
                 return -1;
         }
     }
@@ -118,14 +200,19 @@ static void choose_status(const tg_group *g, eg_answer *out)
     }
 }
 
-int eg_build(const tg_group *g, const char *const names[], const char *order_id, double elapsed_ms,
-             eg_answer *out)
+/* The answer; with use_raw, upstream bodies are spliced in as they came. 0, -1 when out of
+ * memory, 1 when a placeholder was imitated (try again without use_raw). */
+static int build(const tg_group *g, const char *const names[], const char *order_id,
+                 double elapsed_ms, int use_raw, eg_answer *out)
 {
     json_t *root = json_object();
     json_t *results = json_object(), *completed = json_array(), *cancelled = json_array();
     json_t *errors = json_array();
+    raw_slot slots[TG_MAX_CALLS];
+    char *text = NULL;
     int rc = -1;
     memset(out, 0, sizeof(*out));
+    memset(slots, 0, sizeof(slots));
     if (root == NULL || results == NULL || completed == NULL || cancelled == NULL || errors == NULL)
         goto fail;
 
@@ -134,13 +221,13 @@ int eg_build(const tg_group *g, const char *const names[], const char *order_id,
     for (size_t i = 0; i < n; i++) {
         const tg_result *r = tg_group_result(g, i);
         if (r->state == TG_OK) {
-            json_object_set(results, names[i], r->body);
+            json_object_set_new(results, names[i], upstream_value(r, use_raw ? &slots[i] : NULL));
             json_array_append_new(completed, json_string(names[i]));
         } else if (r->state == TG_CANCELLED) {
             json_array_append_new(cancelled, json_string(names[i]));
         }
     }
-    if (add_errors(errors, g, names) != 0)
+    if (add_errors(errors, g, names, use_raw ? slots : NULL) != 0)
         goto fail;
 
     json_object_set_new(root, "order_id", json_string(order_id));
@@ -158,16 +245,38 @@ int eg_build(const tg_group *g, const char *const names[], const char *order_id,
     }
     json_object_set_new(root, "elapsed_ms", eg_ms(elapsed_ms));
 
-    out->body = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(7));
-    if (out->body == NULL)
+    /* With use_raw, the only numbers jansson prints are ours (elapsed_ms, rounded to 0.1): 15
+     * significant digits print them as 14.2, not 14.199999999999999. Without, upstream numbers
+     * are printed too and need all 17. */
+    text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(use_raw ? 15 : 17));
+    if (text == NULL)
         goto fail;
-    out->body_len = strlen(out->body);
-    rc = 0;
+    if (use_raw) {
+        out->body = splice(text, strlen(text), slots, n, &out->body_len);
+        rc = out->body != NULL ? 0 : 1;
+    } else {
+        out->body = text;
+        out->body_len = strlen(text);
+        text = NULL;
+        rc = 0;
+    }
 fail:
+    free(text);
+    for (size_t i = 0; i < TG_MAX_CALLS; i++)
+        free(slots[i].placeholder);
     json_decref(root);
     json_decref(results);
     json_decref(completed);
     json_decref(cancelled);
     json_decref(errors);
+    return rc;
+}
+
+int eg_build(const tg_group *g, const char *const names[], const char *order_id, double elapsed_ms,
+             eg_answer *out)
+{
+    int rc = build(g, names, order_id, elapsed_ms, 1, out);
+    if (rc == 1)
+        rc = build(g, names, order_id, elapsed_ms, 0, out);
     return rc;
 }

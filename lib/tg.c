@@ -216,6 +216,10 @@ static void call_classify(tg_call *c, int curl_code, long status, const char *bo
     r->http_status = status;
     if (len > 0 && !too_big)
         r->body = json_loadb(body, len, JSON_DECODE_ANY, NULL);
+    if (r->body != NULL) {
+        r->raw = body;
+        r->raw_len = len;
+    }
 
     if (too_big) {
         call_fail(c, TG_INVALID_RESPONSE, "answered a body larger than %ld bytes",
@@ -247,7 +251,16 @@ void tg_call_record(tg_group *g, size_t i, int curl_code, long http_status, cons
                     size_t len, int too_big, const char *curl_error)
 {
     tg_call *c = &g->calls[i];
-    call_classify(c, curl_code, http_status, body, len, too_big,
+    /* keep a copy, as the loop keeps what it received: result.raw points into it */
+    free(c->resp);
+    c->resp = malloc(len + 1);
+    c->resp_len = 0;
+    if (c->resp != NULL) {
+        memcpy(c->resp, body, len);
+        c->resp[len] = '\0';
+        c->resp_len = len;
+    }
+    call_classify(c, curl_code, http_status, c->resp, c->resp_len, too_big,
                   curl_error ? curl_error : curl_easy_strerror((CURLcode)curl_code));
 }
 

@@ -22,6 +22,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#define TG_MAX_CALLS 64 /* calls in one group */
+
 typedef struct tg_loop tg_loop;
 typedef struct tg_group tg_group;
 
@@ -46,8 +48,10 @@ typedef struct tg_result {
     tg_kind kind;
     long http_status; /* the upstream's status, 0 when no HTTP answer came */
     json_t *body;     /* the upstream body parsed as JSON (any value), else NULL; owned by group */
-    char
-        message[160]; /* a short sentence for failures of kind transport/timeout/invalid_response */
+    const char *raw;  /* the body's bytes as they came when body is set, else NULL; owned by */
+    size_t raw_len;   /* the group, so that an answer can carry them unchanged */
+    /* a short sentence for failures of kind transport, timeout or invalid_response */
+    char message[160];
     double elapsed_ms; /* from the call's start to its end (0 for cancelled calls) */
     unsigned fail_seq; /* 1, 2, ...: the order in which the group's failures were observed */
 } tg_result;
@@ -72,7 +76,8 @@ void tg_loop_free(tg_loop *loop);
  * progress transfers, finish groups. Returns the number of groups still running. */
 int tg_loop_run_once(tg_loop *loop, int max_wait_ms);
 
-/* A group of ncalls (1..64) with a deadline in ms from its submission. NULL on failure. */
+/* A group of ncalls (1..TG_MAX_CALLS) with a deadline in ms from its submission. NULL on failure.
+ */
 tg_group *tg_group_new(size_t ncalls, long deadline_ms, tg_done_fn done, void *user);
 /* Sets call i: POST body (the group takes ownership of body: malloc'd, freed with the group) to
  * url with headers (NULL-terminated "Name: value" strings, copied) and a timeout. 0 or -ENOMEM. */

@@ -13,6 +13,7 @@
 #include "eg.h"
 #include "jlog.h"
 #include "jspan.h"
+#include "utf8.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -46,7 +47,10 @@ void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t 
 
 void co_error_answer(co_answer *a, int http_status, const char *code, const char *message)
 {
-    json_t *doc = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
+    char text[512];
+    snprintf(text, sizeof(text), "%s", message);
+    utf8_cut(text); /* jansson's error text may quote the body's bytes, cut or not UTF-8 */
+    json_t *doc = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", text);
     a->http_status = http_status;
     a->code = code;
     a->body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;

@@ -383,6 +383,47 @@ static void test_classification_table(void **state)
     tg_group_free(g);
 }
 
+/* Upstream bodies reach the answer as the bytes that came (numbers are not re-printed), and long
+ * UTF-8 messages cut to fit stay valid: both found by fuzzing (fuzz/regressions/fuzz_upstream). */
+static void test_answer_carries_upstream_bytes(void **state)
+{
+    (void)state;
+    const char *ok_body = "{\"amount\":12345678.5,\"score\":0.12345678901234567,\"n\":1.50}";
+    char long_code[600];
+    size_t len = 0;
+    memcpy(long_code, "{\"error\":\"", 10);
+    len = 10;
+    for (int i = 0; i < 250; i++, len += 2)
+        memcpy(long_code + len, "\xc3\xa9", 2); /* é */
+    memcpy(long_code + len, "\"}", 3);
+    tg_group *g = tg_group_new(2, 1000, on_done, NULL);
+    tg_call_record(g, 0, 0, 200, ok_body, strlen(ok_body), 0, NULL);
+    tg_call_record(g, 1, 0, 409, long_code, strlen(long_code), 0, NULL);
+    const char *names[] = {"payment", "inventory"};
+    eg_answer a;
+    assert_int_equal(eg_build(g, names, "ord-9", 1.25, &a), 0);
+    assert_int_equal(a.http_status, 422);
+    json_t *doc = json_loads(a.body, 0, NULL);
+    assert_non_null(doc); /* valid JSON: the cut message is valid UTF-8 */
+    assert_non_null(strstr(a.body, "\"upstream\":"));
+    const char *msg = json_string_value(json_object_get(
+        json_array_get(json_object_get(json_object_get(doc, "error_group"), "errors"), 0),
+        "message"));
+    assert_non_null(msg);
+    assert_true(strlen(msg) > 100);
+    json_decref(doc);
+    free(a.body);
+    tg_group_free(g);
+
+    g = tg_group_new(1, 1000, on_done, NULL);
+    tg_call_record(g, 0, 0, 200, ok_body, strlen(ok_body), 0, NULL);
+    assert_int_equal(eg_build(g, names, "ord-9", 14.2, &a), 0);
+    assert_non_null(strstr(a.body, ok_body)); /* byte for byte */
+    assert_non_null(strstr(a.body, "\"elapsed_ms\":14.2}"));
+    free(a.body);
+    tg_group_free(g);
+}
+
 static void test_stop_cancels_running_groups(void **state)
 {
     (void)state;
@@ -422,6 +463,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_accepted_answer, setup, teardown),
         cmocka_unit_test(test_error_messages),
         cmocka_unit_test(test_classification_table),
+        cmocka_unit_test(test_answer_carries_upstream_bytes),
         cmocka_unit_test_setup_teardown(test_stop_cancels_running_groups, setup, teardown),
     };
     return cmocka_run_group_tests_name("tg", tests, NULL, NULL);
