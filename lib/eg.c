@@ -74,25 +74,27 @@ void eg_message(const char *name, const tg_result *r, char *buf, size_t cap)
 typedef struct raw_slot {
     const char *raw;
     size_t raw_len;
-    char *placeholder; /* the placeholder as dumped: "\"\\u0001eg:3\\u0001\"" */
+    char placeholder[48]; /* the placeholder as dumped, quotes included; "" when unused */
 } raw_slot;
 
 /* The value of an upstream body in the answer: a placeholder for its raw bytes when there are
- * any, else jansson's value (or null). */
+ * any, else jansson's value (or null). The placeholder is DEL "eg" <slot address> DEL: jansson
+ * prints DEL unescaped, so its dumped form is simply the token in quotes, made without a dump. */
 static json_t *upstream_value(const tg_result *r, raw_slot *slot)
 {
     if (r->body == NULL)
         return json_null();
     if (r->raw == NULL || slot == NULL)
         return json_incref(r->body);
-    char token[32];
-    snprintf(token, sizeof(token), "\x01eg:%p\x01", (const void *)slot);
-    json_t *placeholder = json_string(token);
-    slot->placeholder = placeholder ? json_dumps(placeholder, JSON_ENCODE_ANY) : NULL;
-    if (slot->placeholder == NULL) {
-        json_decref(placeholder);
+    char token[40];
+    int n = snprintf(token, sizeof(token),
+                     "\x7f"
+                     "eg%p\x7f",
+                     (const void *)slot);
+    json_t *placeholder = n > 0 ? json_stringn(token, (size_t)n) : NULL;
+    if (placeholder == NULL)
         return json_incref(r->body);
-    }
+    snprintf(slot->placeholder, sizeof(slot->placeholder), "\"%s\"", token);
     slot->raw = r->raw;
     slot->raw_len = r->raw_len;
     return placeholder;
@@ -110,7 +112,7 @@ static char *splice(const char *text, size_t len, const raw_slot *slots, size_t 
 {
     size_t total = len;
     for (size_t i = 0; i < n; i++) {
-        if (slots[i].placeholder == NULL)
+        if (slots[i].placeholder[0] == '\0')
             continue;
         size_t plen = strlen(slots[i].placeholder);
         const char *at = find(text, len, slots[i].placeholder, plen);
@@ -126,7 +128,7 @@ static char *splice(const char *text, size_t len, const raw_slot *slots, size_t 
         const raw_slot *next = NULL;
         const char *next_at = text + len;
         for (size_t i = 0; i < n; i++) {
-            if (slots[i].placeholder == NULL)
+            if (slots[i].placeholder[0] == '\0')
                 continue;
             const char *at =
                 find(text + pos, len - pos, slots[i].placeholder, strlen(slots[i].placeholder));
@@ -262,8 +264,6 @@ static int build(const tg_group *g, const char *const names[], const char *order
     }
 fail:
     free(text);
-    for (size_t i = 0; i < TG_MAX_CALLS; i++)
-        free(slots[i].placeholder);
     json_decref(root);
     json_decref(results);
     json_decref(completed);

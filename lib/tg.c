@@ -24,6 +24,7 @@
 #include <time.h>
 
 #define TG_MAX_CALLS    64
+#define TG_URL_CACHE    64
 #define TG_IDLE_HANDLES 1024 /* enough for a few hundred checkouts in flight */
 
 typedef struct tg_call {
@@ -71,6 +72,15 @@ struct tg_loop {
 
     CURL *idle[TG_IDLE_HANDLES]; /* easy handles kept for reuse: a new one costs a ~6 KB calloc */
     size_t nidle;
+
+    /* URLs parsed once (CURLOPT_CURLU) instead of on every transfer; a service calls a handful
+     * of upstreams, so a short array searched linearly is the right map. */
+    struct {
+        char *url;
+        CURLU *parsed;
+    } urls[TG_URL_CACHE];
+    size_t nurls;
+    int no_proxy; /* no proxy variable was set at start: skip libcurl's lookups per transfer */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -281,6 +291,40 @@ static void call_detach(tg_loop *l, tg_call *c)
     c->group->running--;
 }
 
+/* The parsed form of url, parsed on first use; NULL when it cannot be (then libcurl parses the
+ * string itself and reports what is wrong). */
+static CURLU *parsed_url(tg_loop *l, const char *url)
+{
+    for (size_t i = 0; i < l->nurls; i++)
+        if (strcmp(l->urls[i].url, url) == 0)
+            return l->urls[i].parsed;
+    if (l->nurls == TG_URL_CACHE)
+        return NULL;
+    CURLU *u = curl_url();
+    char *copy = strdup(url);
+    if (u == NULL || copy == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+        curl_url_cleanup(u);
+        free(copy);
+        return NULL;
+    }
+    l->urls[l->nurls].url = copy;
+    l->urls[l->nurls].parsed = u;
+    l->nurls++;
+    return u;
+}
+
+/* libcurl looks up five proxy variables on every transfer; when none is set at start, saying so
+ * once (CURLOPT_PROXY "") behaves the same and skips them. */
+static int proxy_variables_unset(void)
+{
+    static const char *const names[] = {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+                                        "all_proxy",  "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (getenv(names[i]) != NULL)
+            return 0;
+    return 1;
+}
+
 static int call_start(tg_loop *l, tg_call *c)
 {
     CURL *e = l->nidle > 0 ? l->idle[--l->nidle] : curl_easy_init();
@@ -288,7 +332,13 @@ static int call_start(tg_loop *l, tg_call *c)
         return -ENOMEM;
     c->resp_limit = (size_t)l->max_body_bytes;
     c->start_ns = now_ns();
-    curl_easy_setopt(e, CURLOPT_URL, c->url);
+    CURLU *parsed = parsed_url(l, c->url);
+    if (parsed != NULL)
+        curl_easy_setopt(e, CURLOPT_CURLU, parsed);
+    else
+        curl_easy_setopt(e, CURLOPT_URL, c->url);
+    if (l->no_proxy)
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
@@ -595,6 +645,7 @@ tg_loop *tg_loop_new(const tg_loop_options *opts)
     if (l == NULL)
         return NULL;
     l->max_body_bytes = opts && opts->max_body_bytes > 0 ? opts->max_body_bytes : 1048576;
+    l->no_proxy = proxy_variables_unset();
     l->multi = curl_multi_init();
     if (l->multi == NULL)
         goto fail;
@@ -679,6 +730,10 @@ void tg_loop_free(tg_loop *l)
     tg_loop_stop(l);
     while (l->nidle > 0)
         curl_easy_cleanup(l->idle[--l->nidle]);
+    for (size_t i = 0; i < l->nurls; i++) {
+        curl_url_cleanup(l->urls[i].parsed);
+        free(l->urls[i].url);
+    }
     curl_multi_cleanup(l->multi);
     pthread_mutex_destroy(&l->lock);
     free(l->heap);
