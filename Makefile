@@ -38,7 +38,7 @@ UP_OBJ   := $(call obj,$(UP_SRC))
 SUP_OBJ  := $(call obj,$(SUP_SRC))
 TESTS    := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
 
-.PHONY: all help deps run test test-asan check clean format lint
+.PHONY: all help deps run test test-asan check clean format lint bench
 all: $(B)/checkoutd $(B)/fake-upstreams
 
 help:
@@ -82,6 +82,13 @@ test-asan:
 
 check: test test-asan
 
+# wrk + nginx stubs + the Python reference peer (../shared/peers); always the release build.
+# BENCH_QUICK=1 for a smoke run, BENCH_SECONDS / BENCH_ROUNDS to change the length (bench/bench.sh).
+bench:
+	@sh scripts/deps.sh bench
+	@$(MAKE) --no-print-directory MODE=release all
+	@bash bench/bench.sh build/release
+
 format:
 	clang-format -i $(wildcard lib/*.[ch] service/*.[ch] upstreams/*.[ch] tests/*.[ch] tests/support/*.[ch])
 
@@ -93,5 +100,73 @@ lint:
 
 clean:
 	rm -rf build
+
+# ---- fuzz: libFuzzer drivers (fuzz/*.c) under ASan+UBSan, built with clang into build/fuzz/ ----
+# `make fuzz [FUZZ_SECONDS=60]`: replays fuzz/regressions/<driver>/* once, then fuzzes each driver
+# for FUZZ_SECONDS with its seeds (fuzz/corpus/<driver>, read only) and dictionary; new inputs go
+# to build/fuzz/corpus/<driver>, crashes to build/fuzz/artifacts/<driver>/. Non-zero if any crashed.
+# Library objects get fuzzer-no-link (coverage only); only the driver links libFuzzer's main.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_B       := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := $(BASE) $(filter-out -Werror,$(WARN)) -O1 $(FUZZ_SAN) -Iservice \
+                $(shell pkg-config --cflags libcurl jansson 2>/dev/null)
+FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl jansson 2>/dev/null) -lm
+FUZZ_SRC     := $(LIB_SRC) $(filter-out service/main.c service/server.c,$(wildcard service/*.c))
+FUZZ_OBJ     := $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC))
+FUZZERS      := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_FLAGS   := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+.PHONY: fuzz fuzz-build
+.SECONDARY: $(FUZZ_OBJ)
+$(FUZZ_B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_B)/%: fuzz/%.c $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(WARN) -fsanitize=fuzzer $< $(FUZZ_OBJ) $(FUZZ_LDLIBS) -o $@
+
+fuzz-build:
+	@sh scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory $(addprefix $(FUZZ_B)/,$(FUZZERS))
+
+FUZZ_REPORT  := grep -m 8 -E 'invariant failed|^SUMMARY|runtime error|Test unit written'
+
+fuzz: fuzz-build
+	@failed=""; \
+	for f in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_B)/corpus/$$f $(FUZZ_B)/artifacts/$$f; \
+	  for r in $$(find fuzz/regressions/$$f -type f ! -name '.*' 2>/dev/null | sort); do \
+	    $(FUZZ_B)/$$f $(FUZZ_FLAGS) $$r > $(FUZZ_B)/$$f.regression.log 2>&1 \
+	      && echo "== $$f: regression $$r ok" \
+	      || { echo "== $$f: regression $$r FAILED:"; $(FUZZ_REPORT) $(FUZZ_B)/$$f.regression.log; \
+	           failed="$$failed $$r"; }; \
+	  done; \
+	  echo "== $$f: fuzzing for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_B)/$$f $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/$$f.dict \
+	    -artifact_prefix=$(FUZZ_B)/artifacts/$$f/ $(FUZZ_B)/corpus/$$f fuzz/corpus/$$f \
+	    > $(FUZZ_B)/$$f.log 2>&1 \
+	    || { echo "== $$f: CRASHED (log: $(FUZZ_B)/$$f.log):"; $(FUZZ_REPORT) $(FUZZ_B)/$$f.log; \
+	         failed="$$failed $$f"; }; \
+	  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::average_exec_per_sec' $(FUZZ_B)/$$f.log || true; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: FAILED:$$failed"; exit 1; fi; \
+	echo "fuzz: $(words $(FUZZERS)) drivers, every regression input ok, no crash"
+
+# ---- deploy: docker/ (image, compose files, Kubernetes manifests) and the scale-out test ----
+# `make smoke`: builds docker/Dockerfile with podman and runs the image, both compose files and the
+# Kubernetes manifest, checking answers, health, non-root, SIGTERM drain (docker/smoke.sh; root;
+# about 1.5 min, plus ~30 s of debootstrap the first time). `make scaleout`: 3 replicas behind
+# haproxy on loopback under wrk, one SIGTERMed, one killed -9, every answer counted (bench/scaleout.sh).
+.PHONY: smoke scaleout
+smoke:
+	@bash docker/smoke.sh
+
+scaleout:
+	@sh scripts/deps.sh build
+	@$(MAKE) --no-print-directory MODE=release all
+	@bash bench/scaleout.sh build/release
 
 -include $(shell find build -name '*.d' 2>/dev/null)

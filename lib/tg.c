@@ -224,8 +224,11 @@ static void call_classify(tg_call *c, int curl_code, long status, const char *bo
 {
     tg_result *r = &c->result;
     r->http_status = status;
-    if (len > 0 && !too_big)
-        r->body = json_loadb(body, len, JSON_DECODE_ANY, NULL);
+    /* jansson reads a NUL byte as the end of the text ("{}\0garbage" would pass as {}), and a
+     * key given twice makes the body ambiguous, and the answer too once it carries the bytes:
+     * neither is taken as JSON. */
+    if (len > 0 && !too_big && memchr(body, '\0', len) == NULL)
+        r->body = json_loadb(body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
     if (r->body != NULL) {
         r->raw = body;
         r->raw_len = len;

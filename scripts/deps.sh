@@ -2,6 +2,7 @@
 # Installs the Debian packages that building, running and testing checkoutd need.
 # Run as root it installs what is missing (apt-get); otherwise it prints the line to run.
 # Usage: scripts/deps.sh [build|test|bench]   (each set includes the ones before it)
+#        scripts/deps.sh fuzz   (build + clang and libclang-rt-14-dev, which holds libFuzzer)
 set -eu
 set_name=${1:-build}
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev curl ca-certificates"
@@ -10,7 +11,8 @@ case "$set_name" in
   test)  pkgs="$pkgs libcmocka-dev" ;;
   bench) pkgs="$pkgs libcmocka-dev wrk nginx libnginx-mod-http-echo python3-aiohttp procps" ;;
   lint)  pkgs="$pkgs clang-format clang-tidy cppcheck" ;;
-  *) echo "deps.sh: unknown set '$set_name' (build, test, bench, lint)" >&2; exit 2 ;;
+  fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
+  *) echo "deps.sh: unknown set '$set_name' (build, test, bench, lint, fuzz)" >&2; exit 2 ;;
 esac
 
 missing=""

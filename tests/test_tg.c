@@ -348,6 +348,7 @@ static void test_classification_table(void **state)
         {0, 201, "{}", 0, TG_OK, TG_KIND_NONE},
         {0, 200, "[1]", 0, TG_FAILED, TG_INVALID_RESPONSE},
         {0, 200, "not json", 0, TG_FAILED, TG_INVALID_RESPONSE},
+        {0, 200, "{\"a\":1,\"a\":2}", 0, TG_FAILED, TG_INVALID_RESPONSE}, /* ambiguous */
         {0, 204, "", 0, TG_FAILED, TG_INVALID_RESPONSE},
         {0, 200, "{\"a\":1}", 1, TG_FAILED, TG_INVALID_RESPONSE},
         {0, 301, "{}", 0, TG_FAILED, TG_INVALID_RESPONSE},
@@ -380,6 +381,14 @@ static void test_classification_table(void **state)
     assert_int_equal(tg_group_failures(g), expected_seq);
     assert_true(json_is_true(json_object_get(tg_group_result(g, 0)->body, "ok")));
     assert_null(tg_group_result(g, 3)->body); /* not JSON: upstream null */
+    tg_group_free(g);
+
+    /* A NUL byte ends the text for jansson: "{}\0..." must not pass as {} (found by fuzzing). */
+    static const char with_nul[] = "{}\0{\"x\":1}";
+    g = tg_group_new(1, 1000, on_done, NULL);
+    tg_call_record(g, 0, 0, 200, with_nul, sizeof(with_nul) - 1, 0, NULL);
+    assert_int_equal(tg_group_result(g, 0)->kind, TG_INVALID_RESPONSE);
+    assert_null(tg_group_result(g, 0)->body);
     tg_group_free(g);
 }
 

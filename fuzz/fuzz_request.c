@@ -1,0 +1,199 @@
+/* fuzz_request — the checkout request surface: body bytes -> co_accept (parse, order checks,
+ * admission, one upstream body per validation) -> co_discard.
+ *
+ * co_accept never touches a loop, so no loop, thread or socket is needed: an accepted checkout is
+ * released with co_discard. Besides ASan/UBSan, the driver checks the contract itself and aborts on
+ * a violation:
+ *   - the decision (accepted, invalid_json, invalid_request) matches an independent reading of the
+ *     contract's rules, computed here from the parsed body;
+ *   - a client error's body is exactly {"error": {"code", "message"}} with a contract code, status
+ *     400 (or 503 overloaded, with Retry-After), and the request id survives;
+ *   - admission is counted: a second checkout while one is in flight is refused (max_inflight is 1
+ *     here), and co_discard brings inflight back to 0. */
+#include "cfg.h"
+#include "checkout.h"
+#include "metrics.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Kept as given by co_accept: printable ASCII of 1..128 characters. */
+#define FREQ_REQUEST_ID "fuzz-request-0001"
+
+static cfg freq_cfg;
+static co_service freq_service;
+static mx *freq_metrics;
+/* Longer than the 512 bytes that are forwarded, so that the cut is exercised on every input. */
+static char freq_idempotency[700];
+
+#define FREQ_CHECK(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_request: invariant failed: %s: ", #cond);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* max_inflight 1, so that every accepted body also exercises the overload refusal; the rest is the
+ * built-in default (the three validations of the contract). */
+static const char *freq_getenv(const char *name)
+{
+    return strcmp(name, "CHECKOUTD_MAX_INFLIGHT") == 0 ? "1" : NULL;
+}
+
+static void freq_noop_reply(void *conn, co_answer *answer)
+{
+    (void)conn;
+    (void)answer;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    char err[512];
+    (void)argc;
+    (void)argv;
+    if (cfg_load_string(&freq_cfg, cfg_default_json(), "default", freq_getenv, err, sizeof(err)) !=
+        0) {
+        fprintf(stderr, "fuzz_request: default config refused: %s\n", err);
+        abort();
+    }
+    const char *names[CFG_MAX_VALIDATIONS];
+    for (size_t i = 0; i < freq_cfg.nvalidations; i++)
+        names[i] = freq_cfg.validations[i].name;
+    freq_metrics = mx_new(names, freq_cfg.nvalidations);
+    if (freq_metrics == NULL)
+        abort();
+    co_service_init(&freq_service, &freq_cfg, NULL, 0, freq_metrics);
+    memset(freq_idempotency, 'k', sizeof(freq_idempotency) - 1);
+    return 0;
+}
+
+/* Code points of valid UTF-8 (jansson only hands out valid UTF-8): every byte but continuations. */
+static size_t freq_code_points(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+/* What the contract says of this body: NULL when it may go upstream, else the expected code, and
+ * in *missing the first configured field it lacks (for the message). */
+static const char *freq_expected(const json_t *order, const char **missing)
+{
+    *missing = NULL;
+    if (order == NULL)
+        return "invalid_json";
+    if (!json_is_object(order))
+        return "invalid_request";
+    const json_t *id = json_object_get(order, "order_id");
+    if (id != NULL) {
+        if (!json_is_string(id))
+            return "invalid_request";
+        const char *text = json_string_value(id);
+        size_t len = json_string_length(id);
+        size_t points = freq_code_points(text, len);
+        /* A NUL inside the string would be cut by every C consumer downstream. */
+        if (points < 1 || points > 128 || memchr(text, '\0', len) != NULL)
+            return "invalid_request";
+    }
+    for (size_t i = 0; i < freq_cfg.nvalidations; i++) {
+        if (json_object_get(order, freq_cfg.validations[i].field) == NULL) {
+            *missing = freq_cfg.validations[i].field;
+            return "invalid_request";
+        }
+    }
+    return NULL;
+}
+
+/* {"error": {"code": <expected code>, "message": "<non-empty>"}} and nothing else. */
+static void freq_check_error_body(const co_answer *a, const char *code, const char *missing)
+{
+    FREQ_CHECK(a->code != NULL && strcmp(a->code, code) == 0, "answer code %s, expected %s",
+               a->code ? a->code : "-", code);
+    FREQ_CHECK(a->body != NULL, "client error %d without a body", a->http_status);
+    FREQ_CHECK(a->body_len == strlen(a->body), "body_len %zu != %zu", a->body_len, strlen(a->body));
+    json_error_t jerr;
+    json_t *doc = json_loadb(a->body, a->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    FREQ_CHECK(doc != NULL, "error body is not JSON (%s): %s", jerr.text, a->body);
+    FREQ_CHECK(json_is_object(doc) && json_object_size(doc) == 1, "%s", a->body);
+    json_t *e = json_object_get(doc, "error");
+    FREQ_CHECK(json_is_object(e) && json_object_size(e) == 2, "%s", a->body);
+    const char *got = json_string_value(json_object_get(e, "code"));
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    FREQ_CHECK(got != NULL && strcmp(got, code) == 0, "code %s, expected %s", got ? got : "-",
+               code);
+    FREQ_CHECK(msg != NULL && msg[0] != '\0', "empty message: %s", a->body);
+    if (strcmp(code, "invalid_json") == 0)
+        FREQ_CHECK(strstr(msg, "line ") != NULL && strstr(msg, "column ") != NULL,
+                   "invalid_json message without line and column: %s", msg);
+    if (missing != NULL) {
+        char want[300];
+        snprintf(want, sizeof(want), "missing field \"%s\"", missing);
+        FREQ_CHECK(strncmp(msg, want, strlen(want)) == 0, "message %s, expected %s...", msg, want);
+    }
+    json_decref(doc);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    co_request req = {
+        .body = (const char *)data,
+        .body_len = size,
+        .request_id = FREQ_REQUEST_ID,
+        .idempotency_key = freq_idempotency,
+        .traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    };
+    co_checkout *c = NULL;
+    co_answer now;
+
+    /* The oracle parses the body as co_accept must: duplicate keys are an invalid_json. */
+    json_t *order =
+        json_loadb(req.body, req.body_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    const char *missing;
+    const char *expected = freq_expected(order, &missing);
+    json_decref(order);
+
+    int rc = co_accept(&freq_service, &req, freq_noop_reply, NULL, &c, &now);
+    FREQ_CHECK(rc == 0 || rc == 1, "co_accept returned %d (out of memory?)", rc);
+    FREQ_CHECK(strcmp(now.request_id, FREQ_REQUEST_ID) == 0, "request id became %s",
+               now.request_id);
+    if (rc == 1) {
+        FREQ_CHECK(c == NULL, "a refused checkout came with a checkout");
+        FREQ_CHECK(expected != NULL, "refused (%d) a body the contract accepts", now.http_status);
+        FREQ_CHECK(now.http_status == 400, "status %d for a client error", now.http_status);
+        freq_check_error_body(&now, expected, missing);
+        free(now.body);
+        FREQ_CHECK(atomic_load(&freq_service.inflight) == 0, "inflight %ld after a refusal",
+                   (long)atomic_load(&freq_service.inflight));
+        return 0;
+    }
+
+    FREQ_CHECK(expected == NULL, "accepted a body the contract refuses as %s", expected);
+    FREQ_CHECK(c != NULL && now.body == NULL, "accepted without a checkout, or with a body");
+    FREQ_CHECK(atomic_load(&freq_service.inflight) == 1, "inflight %ld after one accept",
+               (long)atomic_load(&freq_service.inflight));
+
+    /* max_inflight is 1: the same body again must be shed with 503 overloaded + Retry-After. */
+    co_checkout *second = NULL;
+    co_answer shed;
+    rc = co_accept(&freq_service, &req, freq_noop_reply, NULL, &second, &shed);
+    FREQ_CHECK(rc == 1 && second == NULL, "second checkout admitted over max_inflight 1");
+    FREQ_CHECK(shed.http_status == 503 && shed.retry_after == 1, "overload answered %d, retry %d",
+               shed.http_status, shed.retry_after);
+    freq_check_error_body(&shed, "overloaded", NULL);
+    free(shed.body);
+
+    co_discard(&freq_service, c);
+    FREQ_CHECK(atomic_load(&freq_service.inflight) == 0, "inflight %ld after discard",
+               (long)atomic_load(&freq_service.inflight));
+    return 0;
+}
