@@ -17,8 +17,10 @@ else ifeq ($(MODE),debug)
   OPT := -O0
 else ifeq ($(MODE),asan)
   OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+else ifeq ($(MODE),tsan)
+  OPT := -O1 -fno-omit-frame-pointer -fsanitize=thread
 else
-  $(error MODE must be release, debug or asan)
+  $(error MODE must be release, debug, asan or tsan)
 endif
 
 CFLAGS   += $(BASE) $(WARN) $(OPT) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -38,7 +40,7 @@ UP_OBJ   := $(call obj,$(UP_SRC))
 SUP_OBJ  := $(call obj,$(SUP_SRC))
 TESTS    := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
 
-.PHONY: all help deps run test test-asan check clean format lint bench
+.PHONY: all help deps run test test-asan test-tsan check clean format lint bench
 all: $(B)/checkoutd $(B)/fake-upstreams
 
 help:
@@ -46,6 +48,7 @@ help:
 	@echo "make run        install missing packages, build, start fake upstreams + checkoutd"
 	@echo "make test       install missing packages, build, run every test"
 	@echo "make test-asan  the same tests under ASan+UBSan (build/asan/)"
+	@echo "make test-tsan  the same tests under ThreadSanitizer (build/tsan/)"
 	@echo "make check      test + test-asan (what .ci/run runs)"
 	@echo "make format     clang-format every C file;  make lint  cppcheck + format check"
 	@echo "make clean      remove build/"
@@ -79,6 +82,10 @@ test:
 
 test-asan:
 	@$(MAKE) --no-print-directory MODE=asan test
+
+# ThreadSanitizer: the tests and the daemons they start (halt_on_error: a race fails the test).
+test-tsan:
+	@$(MAKE) --no-print-directory MODE=tsan test
 
 check: test test-asan
 

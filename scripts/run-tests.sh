@@ -7,6 +7,7 @@ export CHECKOUTD_BIN="$PWD/$b/checkoutd"
 export FAKE_UPSTREAMS_BIN="$PWD/$b/fake-upstreams"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:exitcode=66}"
 failed=0; passed=0
 for t in "$@"; do
   echo "== $t"
