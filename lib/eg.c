@@ -223,7 +223,10 @@ static int build(const tg_group *g, const char *const names[], const char *order
     for (size_t i = 0; i < n; i++) {
         const tg_result *r = tg_group_result(g, i);
         if (r->state == TG_OK) {
-            json_object_set_new(results, names[i], upstream_value(r, use_raw ? &slots[i] : NULL));
+            /* results exist only in a 200: a placeholder elsewhere would never be found */
+            if (out->http_status == 200)
+                json_object_set_new(results, names[i],
+                                    upstream_value(r, use_raw ? &slots[i] : NULL));
             json_array_append_new(completed, json_string(names[i]));
         } else if (r->state == TG_CANCELLED) {
             json_array_append_new(cancelled, json_string(names[i]));

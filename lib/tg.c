@@ -223,11 +223,15 @@ static void call_classify(tg_call *c, int curl_code, long status, const char *bo
                           int too_big, const char *curl_error)
 {
     tg_result *r = &c->result;
-    r->http_status = status;
+    /* Only a whole answer is one: after a reset, a cut body or a timeout, the status line and the
+     * bytes that did arrive are the start of an answer that never came (http_status null, upstream
+     * null). A body over the limit is a whole answer, just too big to keep. */
+    int answered = curl_code == CURLE_OK || too_big;
+    r->http_status = answered ? status : 0;
     /* jansson reads a NUL byte as the end of the text ("{}\0garbage" would pass as {}), and a
      * key given twice makes the body ambiguous, and the answer too once it carries the bytes:
      * neither is taken as JSON. */
-    if (len > 0 && !too_big && memchr(body, '\0', len) == NULL)
+    if (curl_code == CURLE_OK && len > 0 && !too_big && memchr(body, '\0', len) == NULL)
         r->body = json_loadb(body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
     if (r->body != NULL) {
         r->raw = body;

@@ -372,7 +372,9 @@ static void test_classification_table(void **state)
         if (r->state != rows[i].state || r->kind != rows[i].kind)
             fail_msg("row %zu: state %d kind %d, want %d %d", i, r->state, r->kind, rows[i].state,
                      rows[i].kind);
-        assert_int_equal(r->http_status, rows[i].status);
+        /* a status line followed by a transfer error is not an answer: http_status null */
+        long want_status = rows[i].curl_code == 0 || rows[i].too_big ? rows[i].status : 0;
+        assert_int_equal(r->http_status, want_status);
         if (r->state == TG_FAILED)
             assert_int_equal(r->fail_seq, ++expected_seq);
         if (r->state == TG_FAILED)
