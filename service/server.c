@@ -370,6 +370,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     if (req == NULL)
         return;
+    /* The client went away before its answer could be sent: the checkout still gets its line. */
+    if (req->answered)
+        co_log(s->checkout, &req->answer);
     if (req->launched)
         atomic_fetch_sub(&s->pending, 1);
     free(req->body);
