@@ -9,9 +9,13 @@
  *   - a client error's body is exactly {"error": {"code", "message"}} with a contract code, status
  *     400 (or 503 overloaded, with Retry-After), and the request id survives;
  *   - admission is counted: a second checkout while one is in flight is refused (max_inflight is 1
- *     here), and co_discard brings inflight back to 0. */
+ *     here), and co_discard brings inflight back to 0;
+ *   - the upstream bodies forward each field's bytes as the client sent them, found by jspan: on
+ *     every object jansson accepts, each member span jspan reports must parse to exactly that
+ *     member of the parsed order (the built bodies themselves are inside the opaque group). */
 #include "cfg.h"
 #include "checkout.h"
+#include "jspan.h"
 #include "metrics.h"
 
 #include <jansson.h>
@@ -114,6 +118,38 @@ static const char *freq_expected(const json_t *order, const char **missing)
     return NULL;
 }
 
+/* jspan's spans against jansson's tree: the same members, in text order, each key and value span
+ * parsing to that member (so a body spliced from them carries the value unchanged). */
+static void freq_check_spans(const char *body, size_t len, const json_t *order)
+{
+    jspan_member m[JSPAN_MAX];
+    int n = jspan_members(body, len, m, JSPAN_MAX);
+    size_t size = json_object_size(order);
+    FREQ_CHECK(n >= 0, "jspan refused an object jansson accepted");
+    FREQ_CHECK((size_t)n == (size < JSPAN_MAX ? size : JSPAN_MAX), "jspan found %d of %zu members",
+               n, size);
+    for (int i = 0; i < n; i++) {
+        json_t *key = json_loadb(m[i].key, m[i].key_len, JSON_DECODE_ANY, NULL);
+        json_t *value =
+            json_loadb(m[i].value, m[i].value_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+        FREQ_CHECK(json_is_string(key), "member %d: key span \"%.*s\" is not a string", i,
+                   (int)m[i].key_len, m[i].key);
+        const json_t *want =
+            json_object_getn(order, json_string_value(key), json_string_length(key));
+        FREQ_CHECK(value != NULL && json_equal(value, want), "member %d: value span \"%.*s\"", i,
+                   (int)m[i].value_len, m[i].value);
+        json_decref(key);
+        json_decref(value);
+    }
+    for (size_t i = 0; i < freq_cfg.nvalidations; i++) {
+        const char *field = freq_cfg.validations[i].field;
+        const jspan_member *f = jspan_find(m, (size_t)n, field);
+        FREQ_CHECK(f == NULL || (f->key_len == strlen(field) + 2 &&
+                                 memcmp(f->key + 1, field, strlen(field)) == 0),
+                   "jspan_find(%s) gave another member", field);
+    }
+}
+
 /* {"error": {"code": <expected code>, "message": "<non-empty>"}} and nothing else. */
 static void freq_check_error_body(const co_answer *a, const char *code, const char *missing)
 {
@@ -160,6 +196,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_loadb(req.body, req.body_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
     const char *missing;
     const char *expected = freq_expected(order, &missing);
+    if (json_is_object(order))
+        freq_check_spans(req.body, req.body_len, order);
     json_decref(order);
 
     int rc = co_accept(&freq_service, &req, freq_noop_reply, NULL, &c, &now);
