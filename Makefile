@@ -167,7 +167,7 @@ fuzz: fuzz-build
 # Kubernetes manifest, checking answers, health, non-root, SIGTERM drain (docker/smoke.sh; root;
 # about 1.5 min, plus ~30 s of debootstrap the first time). `make scaleout`: 3 replicas behind
 # haproxy on loopback under wrk, one SIGTERMed, one killed -9, every answer counted (bench/scaleout.sh).
-.PHONY: smoke scaleout
+.PHONY: smoke scaleout soak
 smoke:
 	@bash docker/smoke.sh
 
@@ -175,5 +175,14 @@ scaleout:
 	@sh scripts/deps.sh build
 	@$(MAKE) --no-print-directory MODE=release all
 	@bash bench/scaleout.sh build/release
+
+# `make soak [SOAK_MINUTES=10]`: checkoutd under a steady mixed load for N minutes (fractional: 0.5)
+# while the fake upstreams are killed -9 and restarted and a faulty upstream resets, hangs, answers
+# 5xx and truncated bodies; every answer checked, RSS/fds sampled to bench/out/ (bench/soak.sh).
+SOAK_MINUTES ?= 10
+soak:
+	@sh scripts/deps.sh build
+	@$(MAKE) --no-print-directory MODE=release all
+	@SOAK_MINUTES=$(SOAK_MINUTES) bash bench/soak.sh build/release
 
 -include $(shell find build -name '*.d' 2>/dev/null)
