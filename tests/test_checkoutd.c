@@ -31,35 +31,6 @@ typedef struct world {
 
 static world w;
 
-static const char *bin(const char *env, const char *fallback)
-{
-    const char *b = getenv(env);
-    return b ? b : fallback;
-}
-
-static int start_upstreams(proc *p, int ports[3])
-{
-    char *argv[] = {(char *)bin("FAKE_UPSTREAMS_BIN", "build/release/fake-upstreams"),
-                    "--address-port",
-                    "0",
-                    "--inventory-port",
-                    "0",
-                    "--payment-port",
-                    "0",
-                    NULL};
-    char line[256];
-    if (proc_spawn(p, argv, NULL, "/dev/null") != 0)
-        return -1;
-    for (int i = 0; i < 3; i++) {
-        char needle[64];
-        snprintf(needle, sizeof(needle), "%s listening on", names[i]);
-        if (proc_wait_line(p, needle, line, sizeof(line), 10000) != 0)
-            return -1;
-        ports[i] = proc_port_from_line(line);
-    }
-    return 0;
-}
-
 /* Writes a config for the fake upstreams (payment_timeout_ms for the payment call). */
 static int write_config(const char *path, const int ports[3], long payment_timeout_ms)
 {
@@ -79,21 +50,9 @@ static int write_config(const char *path, const int ports[3], long payment_timeo
     return fclose(f) == 0 ? 0 : -1;
 }
 
-static int start_daemon_logging(proc *p, const char *config, char *const env[], const char *log)
-{
-    char *argv[] = {(char *)bin("CHECKOUTD_BIN", "build/release/checkoutd"), "--config",
-                    (char *)config, NULL};
-    char line[256];
-    if (proc_spawn(p, argv, env, log) != 0)
-        return -1;
-    if (proc_wait_line(p, "listening on", line, sizeof(line), 10000) != 0)
-        return -1;
-    return proc_port_from_line(line);
-}
-
 static int start_daemon(proc *p, const char *config, char *const env[])
 {
-    return start_daemon_logging(p, config, env, "/dev/null");
+    return proc_start_checkoutd(p, config, NULL, env, "/dev/null");
 }
 
 static int setup_world(void **state)
@@ -103,11 +62,11 @@ static int setup_world(void **state)
     snprintf(w.config_path, sizeof(w.config_path), "/tmp/checkoutd-it-%d.json", (int)getpid());
     snprintf(w.log_path, sizeof(w.log_path), "/tmp/checkoutd-it-%d.log", (int)getpid());
     unlink(w.log_path);
-    if (start_upstreams(&w.upstreams, w.up_port) != 0)
+    if (proc_start_upstreams(&w.upstreams, NULL, "/dev/null", w.up_port) != 0)
         return -1;
     if (write_config(w.config_path, w.up_port, 1500) != 0)
         return -1;
-    w.port = start_daemon_logging(&w.daemon, w.config_path, NULL, w.log_path);
+    w.port = proc_start_checkoutd(&w.daemon, w.config_path, NULL, NULL, w.log_path);
     return w.port > 0 ? 0 : -1;
 }
 

@@ -23,13 +23,6 @@ static const char order[] =
     "{\"address\": {\"postal_code\": \"12345\", \"country\": \"US\"}, \"items\": [{\"sku\": "
     "\"SKU-1\", \"quantity\": 1}], \"payment\": {\"token\": \"tok_visa\", \"amount\": 100}}";
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static size_t discard(char *data, size_t size, size_t nmemb, void *user)
 {
     (void)data;
@@ -51,29 +44,10 @@ static void test_thousand_concurrent_checkouts(void **state)
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
 
-    const char *up_bin = getenv("FAKE_UPSTREAMS_BIN");
-    const char *co_bin = getenv("CHECKOUTD_BIN");
-    char *up_argv[] = {(char *)(up_bin ? up_bin : "build/release/fake-upstreams"),
-                       "--address-port",
-                       "0",
-                       "--inventory-port",
-                       "0",
-                       "--payment-port",
-                       "0",
-                       "--latency-ms",
-                       "1000",
-                       NULL};
     proc up = {0}, co = {0};
-    char line[256];
     int ports[3];
-    static const char *const roles[] = {"address", "inventory", "payment"};
-    assert_int_equal(proc_spawn(&up, up_argv, NULL, NULL), 0);
-    for (int i = 0; i < 3; i++) {
-        char needle[64];
-        snprintf(needle, sizeof(needle), "%s listening on", roles[i]);
-        assert_int_equal(proc_wait_line(&up, needle, line, sizeof(line), 10000), 0);
-        ports[i] = proc_port_from_line(line);
-    }
+    char *slow[] = {"--latency-ms", "1000", NULL};
+    assert_int_equal(proc_start_upstreams(&up, slow, NULL, ports), 0);
 
     char cfg_path[64], env_listen[] = "CHECKOUTD_LISTEN=127.0.0.1:0";
     snprintf(cfg_path, sizeof(cfg_path), "/tmp/checkoutd-conc-%d.json", (int)getpid());
@@ -89,12 +63,9 @@ static void test_thousand_concurrent_checkouts(void **state)
             "\"timeout_ms\": 15000}]}\n",
             ports[0], ports[1], ports[2]);
     fclose(f);
-    char *co_argv[] = {(char *)(co_bin ? co_bin : "build/release/checkoutd"), "--config", cfg_path,
-                       NULL};
     char *co_env[] = {env_listen, NULL};
-    assert_int_equal(proc_spawn(&co, co_argv, co_env, "/dev/null"), 0);
-    assert_int_equal(proc_wait_line(&co, "listening on", line, sizeof(line), 10000), 0);
-    int port = proc_port_from_line(line);
+    int port = proc_start_checkoutd(&co, cfg_path, NULL, co_env, "/dev/null");
+    assert_true(port > 0);
     int threads_before = proc_thread_count(co.pid);
 
     char url[64];
@@ -113,7 +84,7 @@ static void test_thousand_concurrent_checkouts(void **state)
         curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
         curl_multi_add_handle(multi, easy[i]);
     }
-    double t0 = now_ms();
+    double t0 = proc_now_ms();
     int running = 1, threads_max = threads_before;
     while (running > 0) {
         curl_multi_perform(multi, &running);
@@ -122,7 +93,7 @@ static void test_thousand_concurrent_checkouts(void **state)
         int t = proc_thread_count(co.pid);
         threads_max = t > threads_max ? t : threads_max;
     }
-    double wall = now_ms() - t0;
+    double wall = proc_now_ms() - t0;
 
     int ok = 0;
     double lat[CHECKOUTS];

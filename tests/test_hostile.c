@@ -24,8 +24,6 @@
 
 #include <cmocka.h>
 
-static const char *const roles[] = {"address", "inventory", "payment"};
-
 static struct {
     proc upstreams, daemon;
     int up_port[3];
@@ -37,19 +35,6 @@ static const char order[] =
     "{\"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, \"items\": [], "
     "\"payment\": {\"token\": \"tok_visa\"}}";
 
-static const char *bin(const char *env, const char *fallback)
-{
-    const char *b = getenv(env);
-    return b ? b : fallback;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static int setup_world(void **state)
 {
     (void)state;
@@ -57,26 +42,9 @@ static int setup_world(void **state)
     getrlimit(RLIMIT_NOFILE, &rl);
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
-    char *up_argv[] = {(char *)bin("FAKE_UPSTREAMS_BIN", "build/release/fake-upstreams"),
-                       "--address-port",
-                       "0",
-                       "--inventory-port",
-                       "0",
-                       "--payment-port",
-                       "0",
-                       "--slow-ms",
-                       "3000",
-                       NULL};
-    char line[256];
-    if (proc_spawn(&w.upstreams, up_argv, NULL, "/dev/null") != 0)
+    char *slow[] = {"--slow-ms", "3000", NULL};
+    if (proc_start_upstreams(&w.upstreams, slow, "/dev/null", w.up_port) != 0)
         return -1;
-    for (int i = 0; i < 3; i++) {
-        char needle[64];
-        snprintf(needle, sizeof(needle), "%s listening on", roles[i]);
-        if (proc_wait_line(&w.upstreams, needle, line, sizeof(line), 10000) != 0)
-            return -1;
-        w.up_port[i] = proc_port_from_line(line);
-    }
     snprintf(w.config_path, sizeof(w.config_path), "/tmp/checkoutd-hostile-%d.json", (int)getpid());
     FILE *f = fopen(w.config_path, "w");
     if (f == NULL)
@@ -90,17 +58,8 @@ static int setup_world(void **state)
             "\"timeout_ms\": 5000}]}\n",
             w.up_port[0], w.up_port[1], w.up_port[2]);
     fclose(f);
-    char *co_argv[] = {(char *)bin("CHECKOUTD_BIN", "build/release/checkoutd"),
-                       "--config",
-                       w.config_path,
-                       "--log-level",
-                       "warn",
-                       NULL};
-    if (proc_spawn(&w.daemon, co_argv, NULL, NULL) != 0)
-        return -1;
-    if (proc_wait_line(&w.daemon, "listening on", line, sizeof(line), 10000) != 0)
-        return -1;
-    w.port = proc_port_from_line(line);
+    char *quiet[] = {"--log-level", "warn", NULL};
+    w.port = proc_start_checkoutd(&w.daemon, w.config_path, quiet, NULL, NULL);
     return w.port > 0 ? 0 : -1;
 }
 
@@ -305,8 +264,8 @@ static void test_vanishing_clients(void **state)
     }
     usleep(200 * 1000);
     assert_true(inflight() >= 1); /* the slow checkouts are still running */
-    double until = now_ms() + 6000;
-    while (inflight() != 0 && now_ms() < until)
+    double until = proc_now_ms() + 6000;
+    while (inflight() != 0 && proc_now_ms() < until)
         usleep(50 * 1000);
     assert_true(inflight() == 0);
     assert_service_answers();

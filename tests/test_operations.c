@@ -18,8 +18,6 @@
 
 #include <cmocka.h>
 
-static const char *const roles[] = {"address", "inventory", "payment"};
-
 typedef struct world {
     proc upstreams, daemon;
     int up_port[3];
@@ -34,41 +32,12 @@ static const char fast_order[] =
     "{\"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, \"items\": [], "
     "\"payment\": {\"token\": \"tok_visa\"}}";
 
-static const char *bin(const char *env, const char *fallback)
-{
-    const char *b = getenv(env);
-    return b ? b : fallback;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* Upstreams whose tok_slow answers after 2 s; checkoutd with a 6 s deadline and extra_env. */
 static void world_start(world *w, char *const extra_env[])
 {
     memset(w, 0, sizeof(*w));
-    char *up_argv[] = {(char *)bin("FAKE_UPSTREAMS_BIN", "build/release/fake-upstreams"),
-                       "--address-port",
-                       "0",
-                       "--inventory-port",
-                       "0",
-                       "--payment-port",
-                       "0",
-                       "--slow-ms",
-                       "2000",
-                       NULL};
-    char line[256];
-    assert_int_equal(proc_spawn(&w->upstreams, up_argv, NULL, "/dev/null"), 0);
-    for (int i = 0; i < 3; i++) {
-        char needle[64];
-        snprintf(needle, sizeof(needle), "%s listening on", roles[i]);
-        assert_int_equal(proc_wait_line(&w->upstreams, needle, line, sizeof(line), 10000), 0);
-        w->up_port[i] = proc_port_from_line(line);
-    }
+    char *slow[] = {"--slow-ms", "2000", NULL};
+    assert_int_equal(proc_start_upstreams(&w->upstreams, slow, "/dev/null", w->up_port), 0);
     snprintf(w->config_path, sizeof(w->config_path), "/tmp/checkoutd-ops-%d.json", (int)getpid());
     FILE *f = fopen(w->config_path, "w");
     assert_non_null(f);
@@ -80,11 +49,7 @@ static void world_start(world *w, char *const extra_env[])
             "\"timeout_ms\": 5000}]}\n",
             w->up_port[0], w->up_port[1], w->up_port[2]);
     fclose(f);
-    char *co_argv[] = {(char *)bin("CHECKOUTD_BIN", "build/release/checkoutd"), "--config",
-                       w->config_path, NULL};
-    assert_int_equal(proc_spawn(&w->daemon, co_argv, extra_env, "/dev/null"), 0);
-    assert_int_equal(proc_wait_line(&w->daemon, "listening on", line, sizeof(line), 10000), 0);
-    w->port = proc_port_from_line(line);
+    w->port = proc_start_checkoutd(&w->daemon, w->config_path, NULL, extra_env, "/dev/null");
     assert_true(w->port > 0);
 }
 
@@ -108,8 +73,8 @@ static long fake_stat(const world *w, int role, const char *counter)
 
 static int wait_pending_payments(const world *w, long n)
 {
-    double until = now_ms() + 5000;
-    while (now_ms() < until) {
+    double until = proc_now_ms() + 5000;
+    while (proc_now_ms() < until) {
         if (fake_stat(w, 2, "pending") >= n)
             return 0;
         usleep(10 * 1000);
@@ -220,7 +185,7 @@ static void test_drain_on_sigterm(void **state)
     bg_start(&slow, w.port, slow_order);
     assert_int_equal(wait_pending_payments(&w, 1), 0);
 
-    double t0 = now_ms();
+    double t0 = proc_now_ms();
     assert_int_equal(proc_signal(&w.daemon, SIGTERM), 0);
     usleep(200 * 1000);
 
@@ -237,7 +202,7 @@ static void test_drain_on_sigterm(void **state)
     int status = -1;
     assert_int_equal(proc_wait_exit(&w.daemon, 8000, &status), 0);
     assert_int_equal(status, 0);
-    assert_true(now_ms() - t0 < 7000); /* deadline_ms 6000 + 1 s */
+    assert_true(proc_now_ms() - t0 < 7000); /* deadline_ms 6000 + 1 s */
     world_stop(&w);
 }
 
@@ -296,7 +261,7 @@ static void test_check_config_and_version(void **state)
 {
     (void)state;
     char out[512];
-    char *co = (char *)bin("CHECKOUTD_BIN", "build/release/checkoutd");
+    char *co = getenv("CHECKOUTD_BIN") ? getenv("CHECKOUTD_BIN") : "build/release/checkoutd";
     char *good[] = {co, "--check-config", "config/checkoutd.json", NULL};
     assert_int_equal(run_cli(good, NULL, out, sizeof(out)), 0);
     char *version[] = {co, "--version", NULL};

@@ -5,6 +5,7 @@
 #include "tg.h"
 
 #include "support/http.h"
+#include "support/proc.h"
 #include "support/stub.h"
 
 #include <pthread.h>
@@ -52,13 +53,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static void on_done(tg_group *g, void *user)
 {
     (void)g;
@@ -93,7 +87,7 @@ static tg_group *group_of(long deadline_ms, long timeout_ms, size_t n, const cha
 /* Runs g on the loop thread and waits for done (at most 20 s). Returns the wall time in ms. */
 static double run_threaded(tg_group *g)
 {
-    double t0 = now_ms();
+    double t0 = proc_now_ms();
     tg_loop_start(fx.loop); /* -EALREADY when a previous run started it */
     pthread_mutex_lock(&fx.lock);
     int before = fx.done_calls;
@@ -110,7 +104,7 @@ static double run_threaded(tg_group *g)
     int finished = fx.done_calls > before;
     pthread_mutex_unlock(&fx.lock);
     assert_true(finished);
-    return now_ms() - t0;
+    return proc_now_ms() - t0;
 }
 
 static void test_all_succeed_concurrently(void **state)
@@ -166,8 +160,8 @@ static tg_group *run_two_failures_same_turn(const char *fail_a, const char *fail
     tg_group *g = group_of(20000, 10000, 3, q);
     int before = fx.done_calls;
     assert_int_equal(tg_submit(fx.loop, g), 0);
-    double until = now_ms() + 5000;
-    while (stub_requests(fx.upstream) < 3 && now_ms() < until)
+    double until = proc_now_ms() + 5000;
+    while (stub_requests(fx.upstream) < 3 && proc_now_ms() < until)
         tg_loop_run_once(fx.loop, 10);
     assert_int_equal(stub_requests(fx.upstream), 3);
     assert_int_equal(fx.done_calls, before);
@@ -442,13 +436,13 @@ static void test_stop_cancels_running_groups(void **state)
     tg_group *g = group_of(20000, 10000, 1, q);
     assert_int_equal(tg_loop_start(fx.loop), 0);
     assert_int_equal(tg_submit(fx.loop, g), 0);
-    double until = now_ms() + 5000;
-    while (stub_requests(fx.upstream) < 1 && now_ms() < until)
+    double until = proc_now_ms() + 5000;
+    while (stub_requests(fx.upstream) < 1 && proc_now_ms() < until)
         usleep(10 * 1000);
     int before = fx.done_calls;
-    double t0 = now_ms();
+    double t0 = proc_now_ms();
     tg_loop_stop(fx.loop);
-    assert_true(now_ms() - t0 < 2000);
+    assert_true(proc_now_ms() - t0 < 2000);
     assert_int_equal(fx.done_calls, before + 1);
     assert_int_equal(tg_group_result(g, 0)->state, TG_CANCELLED);
     tg_group_free(g);

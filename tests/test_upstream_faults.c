@@ -50,13 +50,6 @@ typedef struct fixture {
 
 static fixture fx;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static int verbose(void)
 {
     const char *v = getenv("FAULTS_VERBOSE");
@@ -147,10 +140,10 @@ static tg_group *group_of(long deadline_ms, long timeout_ms, size_t n, const cha
 static double run(tg_group *g)
 {
     int before = done_count();
-    double t0 = now_ms();
+    double t0 = proc_now_ms();
     assert_int_equal(tg_submit(fx.loop, g), 0);
     assert_int_equal(wait_done(before + 1, 20000), 0);
-    return now_ms() - t0;
+    return proc_now_ms() - t0;
 }
 
 static void show(const char *what, const tg_result *r, double ms)
@@ -274,9 +267,9 @@ static void test_wrong_length_short_is_invalid(void **state)
 static void test_wrong_length_long_times_out(void **state)
 {
     (void)state;
-    double t0 = now_ms();
+    double t0 = proc_now_ms();
     tg_group *g = expect_fault(FAULT_WRONG_LENGTH_LONG, 500, TG_TIMEOUT, 4000);
-    double ms = now_ms() - t0;
+    double ms = proc_now_ms() - t0;
     const tg_result *r = tg_group_result(g, 0);
     assert_true(ms >= 450);
     assert_true(r->elapsed_ms >= 450);
@@ -349,11 +342,11 @@ static void test_rejection_cancels_never_answering_call(void **state)
     assert_int_equal(r->http_status, 409);
     assert_string_equal(json_string_value(json_object_get(r->body, "error")), "out_of_stock");
     assert_int_equal(tg_group_result(g, 0)->state, TG_CANCELLED);
-    double t0 = now_ms();
+    double t0 = proc_now_ms();
     assert_int_equal(fault_wait_closed_early(fx.up, 1, 3000), 0);
     if (verbose())
         print_message("  reject + never_answers: group %.1f ms, close seen %.1f ms after\n", ms,
-                      now_ms() - t0);
+                      proc_now_ms() - t0);
     tg_group_free(g);
 }
 
@@ -413,13 +406,13 @@ static void test_restarted_under_load(void **state)
         assert_int_equal(tg_submit(fx.loop, groups[i]), 0);
     }
     assert_int_equal(fault_wait_requests(fx.up, before + INFLIGHT_GROUPS, 5000), 0);
-    double t0 = now_ms();
+    double t0 = proc_now_ms();
     fault_stop(fx.up);
     fx.up = fault_start(port);
     assert_non_null(fx.up);
     assert_int_equal(fault_port(fx.up), port);
     if (verbose())
-        print_message("  restart: stop + start took %.1f ms\n", now_ms() - t0);
+        print_message("  restart: stop + start took %.1f ms\n", proc_now_ms() - t0);
     assert_int_equal(wait_done(done_before + INFLIGHT_GROUPS, 10000), 0);
     for (size_t i = 0; i < INFLIGHT_GROUPS; i++) {
         const tg_result *r = tg_group_result(groups[i], 0);
@@ -527,12 +520,6 @@ static const char order[] =
 
 #define PAYMENT_TIMEOUT_MS 2500 /* the trickle (~1.1 s) fits; never_answers costs this much */
 
-static const char *bin(const char *env, const char *fallback)
-{
-    const char *b = getenv(env);
-    return b ? b : fallback;
-}
-
 typedef struct daemon_world {
     proc upstreams, daemon;
     int up_port[3];
@@ -543,22 +530,7 @@ typedef struct daemon_world {
 static void daemon_start(daemon_world *w, int fault_port_no)
 {
     memset(w, 0, sizeof(*w));
-    char *up_argv[] = {(char *)bin("FAKE_UPSTREAMS_BIN", "build/release/fake-upstreams"),
-                       "--address-port",
-                       "0",
-                       "--inventory-port",
-                       "0",
-                       "--payment-port",
-                       "0",
-                       NULL};
-    char line[256];
-    assert_int_equal(proc_spawn(&w->upstreams, up_argv, NULL, "/dev/null"), 0);
-    for (int i = 0; i < 3; i++) {
-        char needle[64];
-        snprintf(needle, sizeof(needle), "%s listening on", roles[i]);
-        assert_int_equal(proc_wait_line(&w->upstreams, needle, line, sizeof(line), 10000), 0);
-        w->up_port[i] = proc_port_from_line(line);
-    }
+    assert_int_equal(proc_start_upstreams(&w->upstreams, NULL, "/dev/null", w->up_port), 0);
     snprintf(w->config_path, sizeof(w->config_path), "/tmp/checkoutd-faults-%d.json",
              (int)getpid());
     FILE *f = fopen(w->config_path, "w");
@@ -578,11 +550,7 @@ static void daemon_start(daemon_world *w, int fault_port_no)
     snprintf(payment_env, sizeof(payment_env), "CHECKOUTD_PAYMENT_URL=http://127.0.0.1:%d/verify",
              fault_port_no);
     char *env[] = {payment_env, NULL};
-    char *co_argv[] = {(char *)bin("CHECKOUTD_BIN", "build/release/checkoutd"), "--config",
-                       w->config_path, NULL};
-    assert_int_equal(proc_spawn(&w->daemon, co_argv, env, "/dev/null"), 0);
-    assert_int_equal(proc_wait_line(&w->daemon, "listening on", line, sizeof(line), 10000), 0);
-    w->port = proc_port_from_line(line);
+    w->port = proc_start_checkoutd(&w->daemon, w->config_path, NULL, env, "/dev/null");
     assert_true(w->port > 0);
 }
 

@@ -403,3 +403,77 @@ int proc_fd_count(pid_t pid)
     snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
     return count_dir(path, pid == getpid());
 }
+
+/* ---- the project's own programs ----------------------------------------------------------------
+ */
+
+#define PROC_MAX_ARGS 32
+
+double proc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static const char *program(const char *env, const char *fallback)
+{
+    const char *b = getenv(env);
+    return b != NULL ? b : fallback;
+}
+
+/* argv = fixed[] then extra[]; -1 when they do not fit. */
+static int join_args(char *argv[], char *const fixed[], size_t nfixed, char *const extra[])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nfixed; i++)
+        argv[n++] = fixed[i];
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        if (n + 1 >= PROC_MAX_ARGS)
+            return -1;
+        argv[n++] = extra[i];
+    }
+    argv[n] = NULL;
+    return 0;
+}
+
+int proc_start_upstreams(proc *p, char *const extra[], const char *stderr_path, int ports[3])
+{
+    static const char *const roles[] = {"address", "inventory", "payment"};
+    char *fixed[] = {(char *)program("FAKE_UPSTREAMS_BIN", "build/release/fake-upstreams"),
+                     "--address-port",
+                     "0",
+                     "--inventory-port",
+                     "0",
+                     "--payment-port",
+                     "0"};
+    char *argv[PROC_MAX_ARGS];
+    char line[256], needle[64];
+    if (join_args(argv, fixed, sizeof(fixed) / sizeof(fixed[0]), extra) != 0 ||
+        proc_spawn(p, argv, NULL, stderr_path) != 0)
+        return -1;
+    for (int i = 0; i < 3; i++) {
+        snprintf(needle, sizeof(needle), "%s listening on", roles[i]);
+        if (proc_wait_line(p, needle, line, sizeof(line), 10000) != 0)
+            return -1;
+        ports[i] = proc_port_from_line(line);
+        if (ports[i] < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int proc_start_checkoutd(proc *p, const char *config, char *const extra[], char *const extra_env[],
+                         const char *stderr_path)
+{
+    char *fixed[] = {(char *)program("CHECKOUTD_BIN", "build/release/checkoutd"), "--config",
+                     (char *)config};
+    char *argv[PROC_MAX_ARGS];
+    char line[256];
+    if (join_args(argv, fixed, sizeof(fixed) / sizeof(fixed[0]), extra) != 0 ||
+        proc_spawn(p, argv, extra_env, stderr_path) != 0)
+        return -1;
+    if (proc_wait_line(p, "listening on", line, sizeof(line), 10000) != 0)
+        return -1;
+    return proc_port_from_line(line);
+}

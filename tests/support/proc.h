@@ -57,4 +57,20 @@ int proc_thread_count(pid_t pid);
 /* Open file descriptors of PID (for ourselves, not counting the one used to count), or -1. */
 int proc_fd_count(pid_t pid);
 
+/* ---- the project's own programs, as every integration test starts them ---------------------- */
+
+/* Monotonic milliseconds, for time bounds in tests. */
+double proc_now_ms(void);
+
+/* Starts fake-upstreams ($FAKE_UPSTREAMS_BIN, else build/release/fake-upstreams) with its three
+ * roles on free ports, plus extra arguments (NULL-terminated, or NULL); ports gets the address,
+ * inventory and payment ports from its "<role> listening on" lines. 0, or -1. */
+int proc_start_upstreams(proc *p, char *const extra[], const char *stderr_path, int ports[3]);
+
+/* Starts checkoutd ($CHECKOUTD_BIN, else build/release/checkoutd) with --config config plus extra
+ * arguments (or NULL) and extra_env (or NULL). Returns the port from its "listening on" line, or
+ * -1. */
+int proc_start_checkoutd(proc *p, const char *config, char *const extra[], char *const extra_env[],
+                         const char *stderr_path);
+
 #endif
