@@ -81,9 +81,12 @@ struct tg_loop {
     } urls[TG_URL_CACHE];
     size_t nurls;
     int no_proxy; /* no proxy variable was set at start: skip libcurl's lookups per transfer */
+    int has_hook;
+    tg_hook hook;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static _Thread_local tg_loop *tls_running_loop; /* the loop whose thread this is, if any */
 
 static void curl_init_once(void)
 {
@@ -619,9 +622,27 @@ static int wait_ms(const tg_loop *l, int max_wait_ms)
     return ms < (uint64_t)max_wait_ms ? (int)ms : max_wait_ms;
 }
 
+/* The turn's wait: I/O of the transfers or of the hook's fd, a curl timer, the next deadline, the
+ * hook's own timeout or a wake-up, whichever comes first. */
+static void wait_for_events(tg_loop *l, int max_wait_ms)
+{
+    int ms = wait_ms(l, max_wait_ms);
+    if (!l->has_hook) {
+        curl_multi_poll(l->multi, NULL, 0, ms, NULL);
+        return;
+    }
+    long hook_ms = l->hook.timeout_ms ? l->hook.timeout_ms(l->hook.arg) : -1;
+    if (hook_ms >= 0 && hook_ms < ms)
+        ms = (int)hook_ms;
+    struct curl_waitfd extra = {.fd = l->hook.fd, .events = CURL_WAIT_POLLIN, .revents = 0};
+    curl_multi_poll(l->multi, &extra, l->hook.fd >= 0 ? 1 : 0, ms, NULL);
+}
+
 int tg_loop_run_once(tg_loop *l, int max_wait_ms)
 {
     tg_group *finish = NULL;
+    if (l->has_hook)
+        l->hook.run(l->hook.arg);
     tg_group *g = queue_take(l);
     while (g != NULL) {
         tg_group *next = g->next;
@@ -633,7 +654,7 @@ int tg_loop_run_once(tg_loop *l, int max_wait_ms)
     curl_multi_perform(l->multi, &running);
     read_finished(l, &finish);
     if (finish == NULL) {
-        curl_multi_poll(l->multi, NULL, 0, wait_ms(l, max_wait_ms), NULL);
+        wait_for_events(l, max_wait_ms);
         curl_multi_perform(l->multi, &running);
         read_finished(l, &finish);
     }
@@ -665,9 +686,21 @@ fail:
     return NULL;
 }
 
+void tg_loop_set_hook(tg_loop *l, const tg_hook *hook)
+{
+    l->hook = *hook;
+    l->has_hook = hook->run != NULL;
+}
+
+void tg_loop_wakeup(tg_loop *l)
+{
+    curl_multi_wakeup(l->multi);
+}
+
 static void *loop_main(void *arg)
 {
     tg_loop *l = arg;
+    tls_running_loop = l;
     while (!atomic_load(&l->stopping))
         tg_loop_run_once(l, 1000);
     return NULL;
@@ -698,7 +731,9 @@ int tg_submit(tg_loop *l, tg_group *g)
         l->queue_head = g;
     l->queue_tail = g;
     pthread_mutex_unlock(&l->lock);
-    curl_multi_wakeup(l->multi);
+    /* From the loop's own thread (its hook) the group starts in this turn: no wake-up needed. */
+    if (tls_running_loop != l)
+        curl_multi_wakeup(l->multi);
     return 0;
 }
 

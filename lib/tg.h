@@ -14,8 +14,9 @@
  * Ownership: the caller fills a group (tg_group_new, tg_call_set), submits it and must not touch it
  * until done runs; from done on, the group is the caller's again and tg_group_free releases it
  * (calling it inside done is fine and keeps allocation and free on the loop thread).
- * Threads: tg_submit and tg_loop_stop are safe from any thread; everything else runs on one thread
- * at a time. tg_loop_run_once lets a test drive the loop by hand instead of tg_loop_start. */
+ * Threads: tg_submit, tg_loop_wakeup and tg_loop_stop are safe from any thread; everything else
+ * runs on one thread at a time. tg_loop_run_once lets a test drive the loop by hand instead of
+ * tg_loop_start. */
 #ifndef CHECKOUTD_TG_H
 #define CHECKOUTD_TG_H
 
@@ -65,6 +66,22 @@ typedef struct tg_loop_options {
 
 /* Creates a loop (not yet running). NULL on failure. Calls curl_global_init once per process. */
 tg_loop *tg_loop_new(const tg_loop_options *opts);
+
+/* Another event source served by the loop's own thread, so that one thread per core can run both
+ * an HTTP server and the upstream calls (no hand-off between threads per checkout). Each turn
+ * calls run(arg) first — it may submit groups, which then start in the same turn without a wake-up
+ * — and the loop's wait also ends when fd is readable or after timeout_ms(arg) ms (< 0: no limit
+ * of its own). */
+typedef struct tg_hook {
+    int fd;
+    void (*run)(void *arg);
+    long (*timeout_ms)(void *arg);
+    void *arg;
+} tg_hook;
+/* Sets the hook (copied) of a loop that has not started. */
+void tg_loop_set_hook(tg_loop *loop, const tg_hook *hook);
+/* Makes the loop's current or next wait return at once (thread-safe): the hook runs soon. */
+void tg_loop_wakeup(tg_loop *loop);
 /* Starts the loop's own thread. 0 or a negative errno. */
 int tg_loop_start(tg_loop *loop);
 /* Stops and joins the loop thread; groups still running finish with their calls cancelled (their

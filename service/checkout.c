@@ -38,7 +38,6 @@ void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t 
     s->cfg = c;
     s->loops = loops;
     s->nloops = nloops;
-    atomic_init(&s->next_loop, 0);
     s->metrics = metrics;
     for (size_t i = 0; i < c->nvalidations; i++)
         s->names[i] = c->validations[i].name;
@@ -321,10 +320,9 @@ void co_discard(co_service *s, co_checkout *c)
     mx_inflight(s->metrics, -1);
 }
 
-void co_launch(co_service *s, co_checkout *c)
+void co_launch(co_service *s, co_checkout *c, size_t loop)
 {
-    size_t i = s->nloops > 1 ? atomic_fetch_add(&s->next_loop, 1) % s->nloops : 0;
-    if (s->nloops > 0 && tg_submit(s->loops[i], c->group) == 0)
+    if (s->nloops > 0 && tg_submit(s->loops[loop % s->nloops], c->group) == 0)
         return;
     co_answer a = {0};
     co_error_answer(&a, 503, "shutting_down", "the service is shutting down");

@@ -18,9 +18,8 @@
 
 typedef struct co_service {
     const cfg *cfg;
-    tg_loop *const *loops; /* task-group loops; checkouts are spread over them round-robin */
+    tg_loop *const *loops; /* task-group loops; a checkout runs on the one its connection is on */
     size_t nloops;
-    atomic_size_t next_loop;
     mx *metrics;                            /* every answer is counted here */
     const char *names[CFG_MAX_VALIDATIONS]; /* validation names, in config order */
     atomic_long inflight;                   /* checkouts whose group is running */
@@ -71,9 +70,10 @@ void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t 
 int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *conn,
               co_checkout **out, co_answer *now);
 
-/* Starts every validation at once. The reply always comes exactly once: on the loop thread, or on
- * the calling thread when the loop no longer takes work (shutting down: a 503). */
-void co_launch(co_service *s, co_checkout *c);
+/* Starts every validation at once, on loop number loop (modulo nloops). The reply always comes
+ * exactly once: on the loop thread, or on the calling thread when the loop no longer takes work
+ * (shutting down: a 503). */
+void co_launch(co_service *s, co_checkout *c, size_t loop);
 
 /* The checkout's request id: the client's X-Request-Id (given, may be NULL) when it is 1..128
  * printable ASCII characters, else 32 new random hex digits. */

@@ -1,8 +1,8 @@
 /* checkoutd — command line, start-up and the graceful drain.
  *
- * Threads: the libmicrohttpd pool (HTTP), one task-group loop per core (upstream calls), and this
- * main thread, which only waits for SIGTERM/SIGINT (blocked everywhere else, taken with
- * sigtimedwait).
+ * Threads: one worker per core — a task-group loop (upstream calls) whose thread also drives one
+ * libmicrohttpd daemon (HTTP) — and this main thread, which only waits for SIGTERM/SIGINT (blocked
+ * everywhere else, taken with sigtimedwait).
  */
 #include "cfg.h"
 #include "checkout.h"
@@ -43,9 +43,8 @@ static const char *env_lookup(const char *name)
 
 #define CHECKOUTD_MAX_LOOPS 8
 
-/* One task-group loop per core (at most 8): the loop thread does most of a checkout's work (every
- * upstream transfer, the answer), so one loop caps throughput at one core. CHECKOUTD_LOOPS
- * overrides it (1..8). */
+/* One worker (loop + daemon) per core (at most 8): a checkout's whole life runs on one worker's
+ * thread, so workers are what uses the cores. CHECKOUTD_LOOPS overrides it (1..8). */
 static size_t loop_count(void)
 {
     const char *env = getenv("CHECKOUTD_LOOPS");
@@ -98,9 +97,7 @@ static void drain(srv *server, tg_loop *const *loops, size_t nloops, const cfg *
         }
     }
     stop_loops(loops, nloops);
-    until = now_s() + 1.0;
-    while (srv_pending(server) > 0 && now_s() < until)
-        nanosleep(&tick, NULL);
+    srv_serve_here(server, 1000); /* the answers of what the stop cancelled */
 }
 
 /* The start line: version, where it listens, and each validation's upstream. */
@@ -194,18 +191,28 @@ int main(int argc, char **argv)
     int loops_ok = metrics != NULL;
     for (size_t i = 0; loops_ok && i < nloops; i++) {
         loops[i] = tg_loop_new(&lopts);
-        loops_ok = loops[i] != NULL && tg_loop_start(loops[i]) == 0;
+        loops_ok = loops[i] != NULL;
     }
     if (!loops_ok) {
-        fprintf(stderr, "checkoutd: cannot start the upstream loops\n");
+        fprintf(stderr, "checkoutd: cannot create the upstream loops\n");
         goto out;
     }
     co_service_init(&checkout, &c, loops, nloops, metrics);
-    server = srv_start(&c, &checkout, err, sizeof(err));
+    server = srv_start(&c, &checkout, loops, nloops, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "checkoutd: %s\n", err);
         goto out;
     }
+    for (size_t i = 0; loops_ok && i < nloops; i++)
+        loops_ok = tg_loop_start(loops[i]) == 0;
+    if (!loops_ok) {
+        fprintf(stderr, "checkoutd: cannot start the worker threads\n");
+        goto out;
+    }
+    /* Only now, with every worker running: tests and scripts take this line as "ready". */
+    printf(strchr(c.listen_host, ':') ? "listening on [%s]:%d\n" : "listening on %s:%d\n",
+           c.listen_host, srv_port(server));
+    fflush(stdout);
     log_start(&c, srv_port(server));
 
     int sig = 0;

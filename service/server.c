@@ -1,11 +1,17 @@
 /* server — libmicrohttpd glue. See server.h.
  *
+ * One worker per task-group loop: each worker is a libmicrohttpd daemon in external epoll mode,
+ * driven by its loop's thread through the loop's hook (tg_hook), and all of them listen on the same
+ * port (SO_REUSEPORT: the kernel spreads new connections over them). A checkout therefore lives on
+ * one thread from its first byte to its answer: no hand-off between threads, no wake-up of another
+ * thread, and what it allocates is freed by the thread that allocated it.
+ *
  * A request's life: the first call of the access handler routes it (404/405/415/413 by declared
  * length are answered at once); body chunks are copied into our buffer, counted against
  * max_body_bytes (0.9.75 has no option for that); the last call hands the body to co_accept. A
- * launched checkout suspends the connection; reply() (loop thread) stores the answer and resumes
- * it, and the next call of the access handler sends it. MHD_resume_connection is thread-safe, and
- * the suspension always happens before co_launch, so a fast reply cannot be lost. */
+ * launched checkout suspends the connection; reply() (same thread, later turn) stores the answer
+ * and resumes it, and the next call of the access handler sends it. The suspension always happens
+ * before co_launch, so a fast reply cannot be lost. */
 #include "server.h"
 
 #include "metrics.h"
@@ -20,14 +26,26 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SRV_CONNECTION_LIMIT     16384
 #define SRV_CONNECTION_TIMEOUT_S 30
 #define SRV_MAX_DISCARD_BYTES    (8u << 20) /* read and drop this much of an oversized body */
 
-struct srv {
+#define SRV_MAX_WORKERS 8
+
+typedef struct srv_worker {
+    srv *server;
     struct MHD_Daemon *daemon;
+    tg_loop *loop;
+    size_t index;
+    int quiesced; /* touched by the thread that drives the daemon only */
+} srv_worker;
+
+struct srv {
+    srv_worker workers[SRV_MAX_WORKERS];
+    size_t nworkers;
     const cfg *cfg;
     co_service *checkout;
     int port;
@@ -42,6 +60,7 @@ typedef enum route { ROUTE_CHECKOUT, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS,
 
 typedef struct srv_request {
     srv *server;
+    srv_worker *worker;
     struct MHD_Connection *conn;
     route route;
     char *body;
@@ -151,8 +170,8 @@ static int is_json_content_type(const char *ct)
     return next == '\0' || next == ';' || next == ' ' || next == '\t';
 }
 
-/* reply() of co_launch: runs on the loop thread. The answer is stored before the resume, and the
- * resume's lock orders it before the access handler reads it. */
+/* reply() of co_launch: runs on the thread that drives the connection's daemon (or, when shutting
+ * down, on the thread that stopped the loops while no daemon runs), before the resume. */
 static void on_checkout_reply(void *conn_ctx, co_answer *answer)
 {
     srv_request *req = conn_ctx;
@@ -289,7 +308,7 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
     req->launched = 1;
     atomic_fetch_add(&s->pending, 1);
     MHD_suspend_connection(conn);
-    co_launch(s->checkout, c);
+    co_launch(s->checkout, c, req->worker->index);
     return MHD_YES;
 }
 
@@ -318,7 +337,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
-    srv *s = cls;
+    srv_worker *w = cls;
+    srv *s = w->server;
     srv_request *req = *con_cls;
     (void)version;
     if (req == NULL) {
@@ -326,6 +346,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req == NULL)
             return MHD_NO;
         req->server = s;
+        req->worker = w;
         req->conn = conn;
         *con_cls = req;
         co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
@@ -364,7 +385,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    srv *s = cls;
+    srv *s = ((srv_worker *)cls)->server;
     srv_request *req = *con_cls;
     (void)conn;
     (void)toe;
@@ -385,7 +406,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
-    srv *s = cls;
+    srv *s = ((srv_worker *)cls)->server;
     (void)conn;
     (void)socket_context;
     mx_connections(s->checkout->metrics, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
@@ -409,7 +430,55 @@ static int parse_listen(const cfg *c, struct sockaddr_storage *ss, int *v6)
     return 0;
 }
 
-srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen)
+/* The hook of the worker's loop: quiesce once draining (here, on the thread that drives the
+ * daemon, not on the thread that got the signal), then serve whatever is ready. */
+static void worker_run(void *arg)
+{
+    srv_worker *w = arg;
+    if (!w->quiesced && atomic_load(&w->server->draining)) {
+        w->quiesced = 1;
+        MHD_socket fd = MHD_quiesce_daemon(w->daemon);
+        if (fd != MHD_INVALID_SOCKET)
+            close(fd);
+    }
+    MHD_run(w->daemon);
+}
+
+/* How long the daemon may wait (connection timeouts); -1: it has no timer. */
+static long worker_timeout_ms(void *arg)
+{
+    srv_worker *w = arg;
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    if (MHD_get_timeout(w->daemon, &ms) != MHD_YES)
+        return -1;
+    return ms > 60000 ? 60000 : (long)ms;
+}
+
+static struct MHD_Daemon *start_daemon(srv_worker *w, const struct sockaddr_storage *ss, int v6,
+                                       unsigned connection_limit)
+{
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    return MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss,
+        MHD_OPTION_CONNECTION_LIMIT, connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)SRV_CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        w, MHD_OPTION_END);
+}
+
+static void set_port(struct sockaddr_storage *ss, int v6, int port)
+{
+    if (v6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+}
+
+srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t nloops, char *err,
+               size_t errlen)
 {
     struct sockaddr_storage ss;
     int v6 = 0;
@@ -424,31 +493,40 @@ srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen)
         snprintf(err, errlen, "listen: cannot resolve \"%s\"", c->listen_host);
         goto fail;
     }
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned threads = cpus > 1 ? (unsigned)(cpus < 16 ? cpus : 16) : 1;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (v6)
-        flags |= MHD_USE_IPv6;
-    s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)SRV_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)SRV_CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        s, MHD_OPTION_END);
-    if (s->daemon == NULL) {
-        snprintf(err, errlen, "listen: cannot listen on %s:%d (in use, or not an address here)",
-                 c->listen_host, c->listen_port);
+    if (nloops < 1 || nloops > SRV_MAX_WORKERS) {
+        snprintf(err, errlen, "1 to %d loops are needed, not %zu", SRV_MAX_WORKERS, nloops);
         goto fail;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? (int)info->port : c->listen_port;
-    printf(v6 ? "listening on [%s]:%d\n" : "listening on %s:%d\n", c->listen_host, s->port);
-    fflush(stdout);
+    s->port = c->listen_port;
+    for (size_t i = 0; i < nloops; i++) {
+        srv_worker *w = &s->workers[i];
+        w->server = s;
+        w->loop = loops[i];
+        w->index = i;
+        /* The first daemon binds the configured port (0: any); the others join its port. */
+        set_port(&ss, v6, s->port);
+        w->daemon = start_daemon(w, &ss, v6, (unsigned)(SRV_CONNECTION_LIMIT / nloops));
+        if (w->daemon == NULL) {
+            snprintf(err, errlen, "listen: cannot listen on %s:%d (in use, or not an address here)",
+                     c->listen_host, s->port);
+            goto fail;
+        }
+        s->nworkers = i + 1;
+        if (i == 0) {
+            const union MHD_DaemonInfo *info =
+                MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_BIND_PORT);
+            s->port = info ? (int)info->port : c->listen_port;
+        }
+        const union MHD_DaemonInfo *ep = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        tg_hook hook = {.fd = ep ? ep->epoll_fd : -1,
+                        .run = worker_run,
+                        .timeout_ms = worker_timeout_ms,
+                        .arg = w};
+        tg_loop_set_hook(w->loop, &hook);
+    }
     return s;
 fail:
-    free(s);
+    srv_stop(s);
     return NULL;
 }
 
@@ -460,9 +538,8 @@ int srv_port(const srv *s)
 void srv_drain(srv *s)
 {
     atomic_store(&s->draining, 1);
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    for (size_t i = 0; i < s->nworkers; i++)
+        tg_loop_wakeup(s->workers[i].loop);
 }
 
 long srv_pending(srv *s)
@@ -470,10 +547,21 @@ long srv_pending(srv *s)
     return atomic_load(&s->pending);
 }
 
+void srv_serve_here(srv *s, int ms)
+{
+    struct timespec tick = {0, 1000 * 1000};
+    for (int waited = 0; waited < ms && srv_pending(s) > 0; waited++) {
+        for (size_t i = 0; i < s->nworkers; i++)
+            worker_run(&s->workers[i]);
+        nanosleep(&tick, NULL);
+    }
+}
+
 void srv_stop(srv *s)
 {
     if (s == NULL)
         return;
-    MHD_stop_daemon(s->daemon);
+    for (size_t i = 0; i < s->nworkers; i++)
+        MHD_stop_daemon(s->workers[i].daemon);
     free(s);
 }

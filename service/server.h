@@ -1,7 +1,8 @@
 /* server — checkoutd's HTTP face on libmicrohttpd: routes, body reading with our own size limit,
  * JSON error answers, and the suspend/resume glue that lets a checkout wait for its task group
- * without holding a thread. Internal epoll thread pool; every checkout's connection is suspended
- * while its group runs and resumed by the loop thread with the answer.
+ * without holding a thread. One libmicrohttpd daemon per task-group loop, driven by that loop's
+ * thread (tg_hook), all on one port; a checkout's connection is suspended while its group runs and
+ * resumed by the same thread with the answer.
  *
  * Routes: POST /checkout; GET /healthz, /readyz; everything else 404 (405 for a wrong method). */
 #ifndef CHECKOUTD_SERVER_H
@@ -14,16 +15,20 @@
 
 typedef struct srv srv;
 
-/* Binds cfg->listen_host:listen_port and starts serving; prints "listening on HOST:PORT" on
- * stdout. NULL with a one-line reason in err. */
-srv *srv_start(const cfg *c, co_service *checkout, char *err, size_t errlen);
+/* Binds cfg->listen_host:listen_port once per loop (1..8 loops, not started yet: their hooks are
+ * set here); serving starts with the loops. NULL with a one-line reason in err. */
+srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t nloops, char *err,
+               size_t errlen);
 int srv_port(const srv *s);
 /* Stops accepting (the listening socket closes), /readyz answers 503 and new requests 503. */
 void srv_drain(srv *s);
 /* Checkouts accepted whose answer has not been sent (or abandoned) yet. */
 long srv_pending(srv *s);
-/* Closes every connection and frees. Call after the task-group loop has stopped, so that no
- * connection is still suspended. */
+/* After the loops stopped (no thread drives the daemons any more): serves from the calling thread
+ * for up to ms milliseconds, until every launched checkout's answer went out. */
+void srv_serve_here(srv *s, int ms);
+/* Closes every connection and frees. Call after the task-group loops have stopped, so that no
+ * connection is still suspended and no thread drives a daemon. */
 void srv_stop(srv *s);
 
 #endif
