@@ -1,11 +1,27 @@
 /* jlog — structured JSON log lines. See jlog.h for the contract.
  *
- * A line is built as a jansson object from masked copies of everything given (the caller's
- * objects are never modified), dumped with JSON_COMPACT into a 4 KiB stack buffer (a heap buffer
- * only for longer lines), ended with '\n', and written with one write(2) while holding
- * g_write_lock. The lock is held only for the system call, never while building: it is what keeps
- * lines of different threads whole even past PIPE_BUF, where the kernel alone would not. The fd and
- * level are atomics so that jlog_init may run while other threads log. */
+ * jlog_event builds a line as a jansson object from masked copies of everything given (the
+ * caller's objects are never modified), dumped with JSON_COMPACT into a 4 KiB stack buffer (a heap
+ * buffer only for longer lines), ended with '\n'.
+ *
+ * jlog_checkout, the one line per checkout (on the hot path of every request), does not: it writes
+ * its fixed-shape line directly into a 4 KiB stack buffer - fixed keys as literals, each string
+ * masked into a stack buffer then UTF-8-cleaned and JSON-escaped in one pass, numbers with integer
+ * arithmetic. Why a hand-written writer when jansson is the project's JSON library everywhere else:
+ * cost only. The jansson tree cost ~84,000 instructions per line (a heap node and a masked copy per
+ * value, json_dumpb, "%.15g" for each time, gmtime_r + strftime + snprintf for ts); the direct
+ * writer costs ~3,000 and no malloc. It writes the same bytes as the tree did (tests/test_jlog.c
+ * compares both on hostile inputs); whatever it does not handle itself - a line over 4 KiB,
+ * duplicate validation names, a negative or huge time - goes to checkout_tree(), the jansson path,
+ * unchanged. Any change to the line's shape must be made in both.
+ *
+ * Every line is written with one write(2) while holding g_write_lock. The lock is held only for
+ * the system call, never while building. It stays even though a single write(2) of one line is
+ * already whole on a regular file (the inode lock) and on a pipe up to PIPE_BUF: stderr may also be
+ * a stream socket (journald) or a tty, where Linux gives no such promise, an event line may exceed
+ * PIPE_BUF, and after a short write or EINTR the rest must follow before another thread's line.
+ * Uncontended, it costs two atomic operations next to a system call. The fd and level are atomics
+ * so that jlog_init may run while other threads log. */
 #include "jlog.h"
 
 #include <errno.h>
@@ -24,6 +40,7 @@
 #define MASK_STARS  "****"
 #define ELLIPSIS    "..."
 #define INVALID_TXT "<invalid utf-8>"
+#define REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD, for each byte that starts no UTF-8 sequence */
 /* Real numbers with 15 significant digits: 6.3 stays "6.3" (17 would show 6.2999999999999998). */
 #define DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
@@ -114,8 +131,11 @@ static size_t token_prefix(const char *in, size_t i)
     if (i > 0 && is_word(in[i - 1]))
         return 0;
     for (size_t k = 0; k < COUNT(secret_prefixes); k++) {
-        size_t n = strlen(secret_prefixes[k]);
-        if (strncmp(in + i, secret_prefixes[k], n) == 0 && is_word(in[i + n]))
+        const char *p = secret_prefixes[k];
+        if (in[i] != p[0]) /* the cheap test first: most words start no prefix */
+            continue;
+        size_t n = strlen(p);
+        if (strncmp(in + i, p, n) == 0 && is_word(in[i + n]))
             return n;
     }
     return 0;
@@ -245,7 +265,6 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
  * replaced by U+FFFD. Returns the bytes written (without the NUL). */
 static size_t utf8_clean(const char *in, size_t n, char *out, size_t cap)
 {
-    static const char replacement[] = "\xEF\xBF\xBD";
     const unsigned char *u = (const unsigned char *)in;
     size_t i = 0, o = 0;
     while (i < n) {
@@ -253,7 +272,7 @@ static size_t utf8_clean(const char *in, size_t n, char *out, size_t cap)
         if (o + (len ? len : 3) >= cap)
             break;
         if (len == 0) {
-            memcpy(out + o, replacement, 3);
+            memcpy(out + o, REPLACEMENT, 3);
             o += 3;
             i++;
             continue;
@@ -275,27 +294,35 @@ static size_t utf8_cut(const char *buf, size_t max)
     return cut;
 }
 
-/* A jansson string of s for a log line: masked when mask is set, cut to JLOG_VALUE_MAX bytes, bad
- * UTF-8 bytes replaced. NULL s gives null. NULL only when out of memory. Cost: ~4 KiB of stack. */
-static json_t *text(const char *s, int mask)
+/* The bytes of the non-NULL s that go into a line, before UTF-8 cleaning: masked when mask is set,
+ * cut to JLOG_VALUE_MAX bytes (on a UTF-8 boundary, ending in "..."). Returns their count. */
+static size_t value_raw(const char *s, int mask, char raw[JLOG_VALUE_MAX + 1])
 {
-    char raw[JLOG_VALUE_MAX + 1];
-    char clean[3 * JLOG_VALUE_MAX + 1];
     size_t n;
-    if (!s)
-        return json_null();
     if (mask) {
-        n = jlog_mask(s, raw, sizeof raw);
+        n = jlog_mask(s, raw, JLOG_VALUE_MAX + 1);
     } else {
-        n = strlen(s);
-        memcpy(raw, s, n < sizeof raw ? n : sizeof raw - 1);
-        raw[sizeof raw - 1] = '\0';
+        n = strnlen(s, JLOG_VALUE_MAX + 1);
+        memcpy(raw, s, n < JLOG_VALUE_MAX + 1 ? n : JLOG_VALUE_MAX);
+        raw[JLOG_VALUE_MAX] = '\0';
     }
     if (n > JLOG_VALUE_MAX) {
         n = utf8_cut(raw, JLOG_VALUE_MAX - strlen(ELLIPSIS));
         memcpy(raw + n, ELLIPSIS, strlen(ELLIPSIS));
         n += strlen(ELLIPSIS);
     }
+    return n;
+}
+
+/* A jansson string of s for a log line: value_raw, then bad UTF-8 bytes replaced. NULL s gives
+ * null. NULL only when out of memory. Cost: ~4 KiB of stack. */
+static json_t *text(const char *s, int mask)
+{
+    char raw[JLOG_VALUE_MAX + 1];
+    char clean[3 * JLOG_VALUE_MAX + 1];
+    if (!s)
+        return json_null();
+    size_t n = value_raw(s, mask, raw);
     size_t m = utf8_clean(raw, n, clean, sizeof clean);
     json_t *j = json_stringn(clean, m);
     if (!j)
@@ -424,16 +451,45 @@ static json_t *mask_value(json_t *v, int depth)
 
 /* ---- lines ------------------------------------------------------------------------------- */
 
-/* "2026-11-26T20:15:29.123Z", UTC, millisecond precision. */
-static void format_ts(char *buf, size_t cap)
+#define TS_SIZE 32 /* "2026-11-26T20:15:29.123Z" and its NUL, with room to spare */
+
+/* The "2026-11-26T20:15:29" part of ts for the second last seen by this thread: gmtime_r and
+ * strftime run once per second and thread, not once per line. */
+typedef struct ts_cache {
+    int valid;
+    time_t sec;
+    char date[24];
+    size_t len;
+} ts_cache;
+
+static _Thread_local ts_cache t_ts;
+
+/* "2026-11-26T20:15:29.123Z", UTC, millisecond precision, NUL-terminated. Returns its length. */
+static size_t format_ts(char out[TS_SIZE])
 {
     struct timespec now;
-    struct tm tm;
-    char date[24];
     clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, cap, "%s.%03ldZ", date, now.tv_nsec / 1000000L);
+    if (!t_ts.valid || t_ts.sec != now.tv_sec) {
+        struct tm tm;
+        size_t n = 0;
+        if (gmtime_r(&now.tv_sec, &tm))
+            n = strftime(t_ts.date, sizeof t_ts.date, "%Y-%m-%dT%H:%M:%S", &tm);
+        t_ts.date[n] = '\0'; /* "" for a year strftime cannot write in 23 bytes */
+        t_ts.len = n;
+        t_ts.sec = now.tv_sec;
+        t_ts.valid = 1;
+    }
+    unsigned ms = (unsigned)(now.tv_nsec / 1000000L);
+    char *p = out;
+    memcpy(p, t_ts.date, t_ts.len);
+    p += t_ts.len;
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    *p++ = (char)('0' + ms / 10 % 10);
+    *p++ = (char)('0' + ms % 10);
+    *p++ = 'Z';
+    *p = '\0';
+    return (size_t)(p - out);
 }
 
 /* Milliseconds rounded to 0.1, as the answers show them; null for NaN or infinity. */
@@ -455,12 +511,12 @@ static int put(json_t *obj, const char *key, json_t *val)
 /* {"ts":..,"level":..,"event":..}; NULL when out of memory. */
 static json_t *new_line(jlog_level level, const char *event)
 {
-    char ts[40];
+    char ts[TS_SIZE];
     json_t *line = json_object();
     if (!line)
         goto fail;
-    format_ts(ts, sizeof ts);
-    if (put(line, "ts", json_string(ts)) != 0 ||
+    size_t tslen = format_ts(ts);
+    if (put(line, "ts", json_stringn(ts, tslen)) != 0 ||
         put(line, "level", json_string(jlog_level_name(level))) != 0 ||
         put(line, "event", text(event, 1)) != 0)
         goto fail;
@@ -569,14 +625,13 @@ fail:
     return NULL;
 }
 
-int jlog_checkout(const char *request_id, const char *order_id, const char *status, int http_status,
-                  double elapsed_ms, const jlog_validation *v, size_t nv)
+/* The checkout line built as a jansson tree: the reference for checkout_direct, and its fallback
+ * for what it does not write itself. 0 or -1. */
+static int checkout_tree(const char *request_id, const char *order_id, const char *status,
+                         int http_status, double elapsed_ms, const jlog_validation *v, size_t nv)
 {
     json_t *line = NULL;
-    int rc = 1;
-    if (!jlog_enabled(JLOG_INFO))
-        goto done;
-    rc = -1;
+    int rc = -1;
     line = new_line(JLOG_INFO, "checkout");
     if (!line)
         goto done;
@@ -591,4 +646,241 @@ int jlog_checkout(const char *request_id, const char *order_id, const char *stat
 done:
     json_decref(line);
     return rc;
+}
+
+/* ---- the checkout line, written directly ------------------------------------------------------
+ * Every function here writes the bytes that json_dumpb(DUMP_FLAGS) writes for the same value of
+ * checkout_tree. */
+
+#define TENTHS_MAX                                                                                 \
+    1e15              /* up to 15 digits, "%.15g" of tenths / 10 is exactly "<tenths/10>.<digit>" */
+#define FAST_NAMES 32 /* validations compared for duplicate names; more go to checkout_tree */
+
+/* A bounded line being written. fallback: it did not fit, or holds something only checkout_tree
+ * writes; what is in p is then meaningless. */
+typedef struct line_buf {
+    char *p;
+    size_t len, cap;
+    int fallback;
+} line_buf;
+
+static void lb_put(line_buf *b, const char *s, size_t n)
+{
+    if (n > b->cap - b->len) {
+        b->fallback = 1;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+#define LB_LIT(b, lit) lb_put((b), (lit), sizeof(lit) - 1)
+
+static void lb_putc(line_buf *b, char c)
+{
+    lb_put(b, &c, 1);
+}
+
+/* Decimal digits of v. */
+static void lb_uint(line_buf *b, unsigned long long v)
+{
+    char d[24];
+    size_t k = sizeof d;
+    do {
+        d[--k] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    lb_put(b, d + k, sizeof d - k);
+}
+
+/* As json_integer: "%lld". */
+static void lb_int(line_buf *b, long long v)
+{
+    if (v < 0) {
+        lb_putc(b, '-');
+        lb_uint(b, 0ULL - (unsigned long long)v);
+        return;
+    }
+    lb_uint(b, (unsigned long long)v);
+}
+
+/* As ms_value: null for NaN or infinity, else round(ms * 10) tenths as jansson prints the real
+ * tenths / 10 with 15 digits ("4.0", "12.3", "1000000.0"). Negative values ("-0.0") and 1e14 ms
+ * and more ("1e15") are left to checkout_tree. */
+static void lb_ms(line_buf *b, double ms)
+{
+    if (!isfinite(ms)) {
+        LB_LIT(b, "null");
+        return;
+    }
+    double tenths = round(ms * 10.0);
+    if (signbit(tenths) || !(tenths < TENTHS_MAX)) {
+        b->fallback = 1;
+        return;
+    }
+    unsigned long long t = (unsigned long long)tenths;
+    lb_uint(b, t / 10);
+    lb_putc(b, '.');
+    lb_putc(b, (char)('0' + t % 10));
+}
+
+/* Bytes at s (n > 0 left) that JSON shows as they are: printable ASCII but '"' and '\\'. */
+static size_t plain_run(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+        i++;
+    return i;
+}
+
+/* The escape of the ASCII byte c that plain_run stopped at: \" \\ \b \f \n \r \t or \u00XX. */
+static void lb_escape(line_buf *b, unsigned char c)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
+    switch (c) {
+    case '"':
+        LB_LIT(b, "\\\"");
+        break;
+    case '\\':
+        LB_LIT(b, "\\\\");
+        break;
+    case '\b':
+        LB_LIT(b, "\\b");
+        break;
+    case '\f':
+        LB_LIT(b, "\\f");
+        break;
+    case '\n':
+        LB_LIT(b, "\\n");
+        break;
+    case '\r':
+        LB_LIT(b, "\\r");
+        break;
+    case '\t':
+        LB_LIT(b, "\\t");
+        break;
+    default:
+        lb_put(b, u, sizeof u);
+    }
+}
+
+/* s[0..n) as a JSON string: utf8_clean's replacements and jansson's escapes, in one pass. */
+static void lb_string(line_buf *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    lb_putc(b, '"');
+    while (i < n) {
+        size_t run = plain_run(u + i, n - i);
+        lb_put(b, s + i, run);
+        i += run;
+        if (i == n)
+            break;
+        if (u[i] < 0x80) {
+            lb_escape(b, u[i]);
+            i++;
+            continue;
+        }
+        size_t len = utf8_seq(u + i, n - i);
+        if (len == 0) {
+            LB_LIT(b, REPLACEMENT);
+            i++;
+            continue;
+        }
+        lb_put(b, s + i, len);
+        i += len;
+    }
+    lb_putc(b, '"');
+}
+
+/* As text(s, mask): null, or the masked, cut, cleaned and escaped string. */
+static void lb_text(line_buf *b, const char *s, int mask)
+{
+    char raw[JLOG_VALUE_MAX + 1];
+    if (!s) {
+        LB_LIT(b, "null");
+        return;
+    }
+    lb_string(b, raw, value_raw(s, mask, raw));
+}
+
+/* "name":{...} of one validation; keys[i] gets where its escaped name is in b, and a name that
+ * another validation already has sends the line to checkout_tree (where the later one wins). */
+static void lb_validation(line_buf *b, const jlog_validation *v, size_t i, size_t keys[][2])
+{
+    size_t at = b->len;
+    lb_text(b, v->name ? v->name : "?", 0);
+    keys[i][0] = at;
+    keys[i][1] = b->len - at;
+    for (size_t k = 0; k < i && !b->fallback; k++) {
+        if (keys[k][1] == keys[i][1] && memcmp(b->p + keys[k][0], b->p + at, keys[i][1]) == 0)
+            b->fallback = 1;
+    }
+    LB_LIT(b, ":{\"outcome\":");
+    lb_text(b, v->outcome, 1);
+    if (!v->outcome || strcmp(v->outcome, "cancelled") != 0) {
+        LB_LIT(b, ",\"elapsed_ms\":");
+        lb_ms(b, v->elapsed_ms);
+        LB_LIT(b, ",\"http_status\":");
+        if (v->http_status > 0)
+            lb_int(b, v->http_status);
+        else
+            LB_LIT(b, "null");
+    }
+    lb_putc(b, '}');
+}
+
+/* The whole checkout line, '\n' included, into b; b->fallback when checkout_tree must write it. */
+static void checkout_direct(line_buf *b, const char *request_id, const char *order_id,
+                            const char *status, int http_status, double elapsed_ms,
+                            const jlog_validation *v, size_t nv)
+{
+    char ts[TS_SIZE];
+    size_t keys[FAST_NAMES][2];
+    if (v && nv > FAST_NAMES) {
+        b->fallback = 1;
+        return;
+    }
+    size_t tslen = format_ts(ts);
+    LB_LIT(b, "{\"ts\":\"");
+    lb_put(b, ts, tslen);
+    LB_LIT(b, "\",\"level\":\"info\",\"event\":\"checkout\",\"request_id\":");
+    lb_text(b, request_id, 1);
+    LB_LIT(b, ",\"order_id\":");
+    lb_text(b, order_id, 1);
+    LB_LIT(b, ",\"status\":");
+    lb_text(b, status, 1);
+    LB_LIT(b, ",\"http_status\":");
+    lb_int(b, http_status);
+    LB_LIT(b, ",\"elapsed_ms\":");
+    lb_ms(b, elapsed_ms);
+    LB_LIT(b, ",\"validations\":{");
+    for (size_t i = 0; v && i < nv && !b->fallback; i++) {
+        if (i > 0)
+            lb_putc(b, ',');
+        lb_validation(b, &v[i], i, keys);
+    }
+    LB_LIT(b, "}}\n");
+}
+
+int jlog_checkout(const char *request_id, const char *order_id, const char *status, int http_status,
+                  double elapsed_ms, const jlog_validation *v, size_t nv)
+{
+    char buf[LINE_STACK];
+    line_buf b = {.p = buf, .len = 0, .cap = sizeof buf, .fallback = 0};
+    if (!jlog_enabled(JLOG_INFO))
+        return 1;
+    checkout_direct(&b, request_id, order_id, status, http_status, elapsed_ms, v, nv);
+    if (b.fallback)
+        return checkout_tree(request_id, order_id, status, http_status, elapsed_ms, v, nv);
+    return write_all(atomic_load(&g_fd), buf, b.len);
+}
+
+int jlog_checkout_tree(const char *request_id, const char *order_id, const char *status,
+                       int http_status, double elapsed_ms, const jlog_validation *v, size_t nv)
+{
+    if (!jlog_enabled(JLOG_INFO))
+        return 1;
+    return checkout_tree(request_id, order_id, status, http_status, elapsed_ms, v, nv);
 }

@@ -4,6 +4,7 @@
 #include "../service/jlog.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -454,6 +455,89 @@ static void test_long_values_are_cut(void **state)
     json_decref(line);
 }
 
+/* ---- the direct writer against the jansson tree ------------------------------------------- */
+
+/* Logs the same checkout with jlog_checkout and jlog_checkout_tree and asserts that both lines are
+ * the same bytes after their "ts" (which may differ by a millisecond). */
+static void assert_same_as_tree(const char *rid, const char *oid, const char *status, int http,
+                                double ms, const jlog_validation *v, size_t nv)
+{
+    int fd = fileno(out_file);
+    assert_int_equal(ftruncate(fd, 0), 0);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    assert_int_equal(jlog_checkout(rid, oid, status, http, ms, v, nv), 0);
+    assert_int_equal(jlog_checkout_tree(rid, oid, status, http, ms, v, nv), 0);
+    char *all = captured();
+    char *second = strchr(all, '\n');
+    assert_non_null(second);
+    second++;
+    size_t first_len = (size_t)(second - all);
+    assert_int_equal(strlen(second), first_len);
+    const size_t ts_len = 33; /* {"ts":"2026-11-26T20:15:29.123Z", */
+    assert_true(first_len > ts_len);
+    assert_memory_equal(all, "{\"ts\":\"", 7);
+    assert_memory_equal(all + ts_len, second + ts_len, first_len - ts_len);
+    free(all);
+}
+
+static void test_checkout_direct_matches_tree(void **state)
+{
+    (void)state;
+    static char big[5000], accents[3001], nasty[256];
+    memset(big, 'a', sizeof big - 1);
+    for (size_t i = 0; i + 1 < sizeof accents; i += 2)
+        memcpy(accents + i, "\xc3\xa9", 2);
+    for (size_t i = 0; i < sizeof nasty - 1; i++)
+        nasty[i] = (char)(i + 1); /* every byte value but NUL: escapes, invalid UTF-8 */
+    const jlog_validation three[] = {
+        {"address", "ok", 1.23, 200},
+        {"inventory", "rejected", 6.08, 409},
+        {"payment", "cancelled", 0, 0},
+    };
+    const jlog_validation odd[] = {
+        {NULL, NULL, -1.0, -5},
+        {"a\"b\n\x01", "tok_visa 4111111111111111", 1e20, 0},
+        {"\xff\xfe", "cancelled", NAN, 0},
+        {"caf\xc3\xa9", "ok", INFINITY, 200},
+        {"x", "ok", 0.04999, 2147483647},
+        {"y", "ok", 0.05, 1},
+    };
+    const jlog_validation dup[] = {{"a", "ok", 1, 200}, {"a", "failed", 2, 500}};
+    jlog_validation many[40], long_names[20];
+    char names[40][8];
+    for (size_t i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof names[i], "v%zu", i);
+        many[i] = (jlog_validation){names[i], "ok", (double)i * 1.37, 200};
+    }
+    for (size_t i = 0; i < 20; i++)
+        long_names[i] = (jlog_validation){accents + 2 * i, "ok", 1, 200}; /* line over 4 KiB */
+
+    assert_same_as_tree("req-1", "ord-1001", "rejected", 422, 6.34, three, 3);
+    assert_same_as_tree(NULL, NULL, "invalid_json", 400, 0.04, NULL, 0);
+    assert_same_as_tree(nasty, nasty + 100, nasty + 200, -1, -0.0, odd, 6);
+    assert_same_as_tree(big, accents, "accepted", 200, 1e14, three, 3);
+    assert_same_as_tree("r", "o", "s", 0, -3.2, dup, 2);
+    assert_same_as_tree("r", "o", "s", 0, 999999999.96, many, 40);
+    assert_same_as_tree("r", "o", "s", 0, NAN, long_names, 20);
+    assert_same_as_tree("pm_123 card_9 sk_live_x", "4111-1111-1111-1111", "a b", 200, 5, three, 2);
+    /* Random bytes: whatever a client sends as ids must come out the same both ways. */
+    unsigned seed = 12345;
+    for (int round = 0; round < 300; round++) {
+        char r[3][64];
+        for (size_t k = 0; k < 3; k++) {
+            size_t len = (size_t)(rand_r(&seed) % 63);
+            for (size_t i = 0; i < len; i++) {
+                r[k][i] = (char)(rand_r(&seed) % 255 + 1);
+            }
+            r[k][len] = '\0';
+        }
+        jlog_validation v[3] = {{r[2], r[0], rand_r(&seed) % 100000 / 7.0, rand_r(&seed) % 600},
+                                {"b", r[1], 1, 0},
+                                {"c", "cancelled", 0, 0}};
+        assert_same_as_tree(r[0], r[1], r[2], rand_r(&seed) % 600, rand_r(&seed) / 3.0, v, 3);
+    }
+}
+
 static void test_write_failure_is_reported(void **state)
 {
     (void)state;
@@ -580,6 +664,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_control_chars_stay_on_one_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_utf8_gives_valid_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_values_are_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkout_direct_matches_tree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failure_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_never_interleave, setup, teardown),
     };
