@@ -1,15 +1,22 @@
 /* tg — task groups over libcurl multi. See tg.h for the contract.
  *
  * One loop thread owns the CURLM handle, every easy handle and every running group; other threads
- * only push groups onto the submit queue (a mutex-guarded list) and wake the loop with
- * curl_multi_wakeup. Group deadlines live in a binary min-heap (O(log n) push/remove, O(1) peek),
- * so a turn of the loop costs O(finished transfers + expired groups), not O(running groups).
+ * only push groups onto the submit queue (a mutex-guarded list) and wake the loop through an
+ * eventfd. Group deadlines live in a binary min-heap (O(log n) push/remove, O(1) peek).
  *
- * A turn: take submitted groups and start their calls; curl_multi_poll until I/O, a curl timer, the
- * next group deadline or a wakeup; curl_multi_perform; read every finished transfer and classify
- * it; expire deadlines; then finish every group that failed or completed in this turn (cancelling
- * its remaining calls). Finishing after reading all messages is what makes "failures observed in
- * the same turn are all reported" hold. */
+ * The loop drives libcurl with its event API (curl_multi_socket_action): libcurl tells the loop
+ * which sockets to watch (CURLMOPT_SOCKETFUNCTION -> epoll_ctl) and when its next timer is due
+ * (CURLMOPT_TIMERFUNCTION), and the loop hands it only the sockets that epoll_wait reported. So a
+ * turn costs O(ready sockets + finished transfers + expired groups), not O(transfers in flight):
+ * curl_multi_perform and curl_multi_poll walk every transfer on every call, which is what made
+ * thousands of checkouts in flight cost more CPU each than a few.
+ *
+ * A turn: run the hook; take submitted groups and start their calls; wait in epoll_wait until I/O,
+ * curl's timer, the next group deadline, the hook's fd or timeout, or a wakeup; hand each ready
+ * socket and a due timer to libcurl; read every finished transfer and classify it; expire
+ * deadlines; then finish every group that failed or completed in this turn (cancelling its
+ * remaining calls). Finishing after reading all messages is what makes "failures observed in the
+ * same turn are all reported" hold. */
 #include "tg.h"
 
 #include <curl/curl.h>
@@ -21,11 +28,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TG_MAX_CALLS    64
 #define TG_URL_CACHE    64
 #define TG_IDLE_HANDLES 1024 /* enough for a few hundred checkouts in flight */
+#define TG_EVENTS       256  /* epoll events taken per wait; more simply wait for the next turn */
+/* epoll_event.data of the loop's own fds; a libcurl socket's is the fd itself (>= 0). */
+#define TG_TAG_WAKE (UINT64_C(1) << 32)
+#define TG_TAG_HOOK (UINT64_C(2) << 32)
 
 typedef struct tg_call {
     tg_group *group;
@@ -58,6 +72,10 @@ struct tg_group {
 
 struct tg_loop {
     CURLM *multi;
+    int epfd;           /* libcurl's sockets, the wake eventfd and the hook's fd */
+    int wakefd;         /* eventfd: tg_submit/tg_loop_wakeup/tg_loop_stop from other threads */
+    uint64_t timer_due; /* when libcurl's timer is due (now_ns clock); 0: no timer */
+    int timer_set;
     long max_body_bytes;
     pthread_t thread;
     int thread_started;
@@ -611,31 +629,105 @@ static void expire_deadlines(tg_loop *l, tg_group **finish)
     }
 }
 
+/* ms until the earliest of the next group deadline, libcurl's timer and max_wait_ms; rounded up,
+ * so that the wait never ends before what it waits for. */
 static int wait_ms(const tg_loop *l, int max_wait_ms)
 {
-    if (l->heap_len == 0)
+    uint64_t now = now_ns(), due = UINT64_MAX;
+    if (l->heap_len > 0)
+        due = l->heap[0]->deadline_ns;
+    if (l->timer_set && l->timer_due < due)
+        due = l->timer_due;
+    if (due == UINT64_MAX)
         return max_wait_ms;
-    uint64_t now = now_ns(), due = l->heap[0]->deadline_ns;
     if (due <= now)
         return 0;
-    uint64_t ms = (due - now + 999999u) / 1000000u; /* round up: never wake before the deadline */
+    uint64_t ms = (due - now + 999999u) / 1000000u;
     return ms < (uint64_t)max_wait_ms ? (int)ms : max_wait_ms;
 }
 
-/* The turn's wait: I/O of the transfers or of the hook's fd, a curl timer, the next deadline, the
- * hook's own timeout or a wake-up, whichever comes first. */
-static void wait_for_events(tg_loop *l, int max_wait_ms)
+/* CURLMOPT_SOCKETFUNCTION: libcurl says what to watch on s. socketp is NULL until the socket is in
+ * the epoll set (curl_multi_assign marks it), so each socket costs one EPOLL_CTL_ADD, then MODs. */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    int ms = wait_ms(l, max_wait_ms);
-    if (!l->has_hook) {
-        curl_multi_poll(l->multi, NULL, 0, ms, NULL);
-        return;
+    (void)easy;
+    tg_loop *l = userp;
+    if (what == CURL_POLL_REMOVE) {
+        /* libcurl says so before it closes s; ENOENT/EBADF are harmless and ignored. */
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
     }
-    long hook_ms = l->hook.timeout_ms ? l->hook.timeout_ms(l->hook.arg) : -1;
-    if (hook_ms >= 0 && hook_ms < ms)
-        ms = (int)hook_ms;
-    struct curl_waitfd extra = {.fd = l->hook.fd, .events = CURL_WAIT_POLLIN, .revents = 0};
-    curl_multi_poll(l->multi, &extra, l->hook.fd >= 0 ? 1 : 0, ms, NULL);
+    struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)s};
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        ev.events |= EPOLLIN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        ev.events |= EPOLLOUT;
+    if (socketp != NULL) {
+        epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev);
+        return 0;
+    }
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+        epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev);
+    curl_multi_assign(l->multi, s, l);
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT). */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    tg_loop *l = userp;
+    l->timer_set = timeout_ms >= 0;
+    l->timer_due = timeout_ms > 0 ? now_ns() + (uint64_t)timeout_ms * 1000000u : now_ns();
+    return 0;
+}
+
+static void run_due_timer(tg_loop *l)
+{
+    int running = 0;
+    if (l->timer_set && l->timer_due <= now_ns()) {
+        l->timer_set = 0;
+        curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+}
+
+static void drain_wakeups(tg_loop *l)
+{
+    uint64_t count;
+    while (read(l->wakefd, &count, sizeof count) == (ssize_t)sizeof count)
+        ;
+}
+
+/* The turn's wait (none when groups already wait to finish), then every ready socket to libcurl. */
+static void wait_and_dispatch(tg_loop *l, int max_wait_ms, int nowait)
+{
+    struct epoll_event events[TG_EVENTS];
+    int ms = nowait ? 0 : wait_ms(l, max_wait_ms);
+    if (l->has_hook && ms > 0 && l->hook.timeout_ms) {
+        long hook_ms = l->hook.timeout_ms(l->hook.arg);
+        if (hook_ms >= 0 && hook_ms < ms)
+            ms = (int)hook_ms;
+    }
+    int n = epoll_wait(l->epfd, events, TG_EVENTS, ms);
+    for (int i = 0; i < n; i++) {
+        uint64_t tag = events[i].data.u64;
+        if (tag == TG_TAG_WAKE) {
+            drain_wakeups(l);
+            continue;
+        }
+        if (tag == TG_TAG_HOOK)
+            continue; /* the hook runs first in the next turn */
+        int flags = 0;
+        if (events[i].events & EPOLLIN)
+            flags |= CURL_CSELECT_IN;
+        if (events[i].events & EPOLLOUT)
+            flags |= CURL_CSELECT_OUT;
+        if (events[i].events & (EPOLLERR | EPOLLHUP))
+            flags |= CURL_CSELECT_ERR;
+        int running = 0;
+        curl_multi_socket_action(l->multi, (curl_socket_t)tag, flags, &running);
+    }
+    run_due_timer(l);
 }
 
 int tg_loop_run_once(tg_loop *l, int max_wait_ms)
@@ -650,14 +742,10 @@ int tg_loop_run_once(tg_loop *l, int max_wait_ms)
         group_start(l, g, &finish);
         g = next;
     }
-    int running = 0;
-    curl_multi_perform(l->multi, &running);
+    run_due_timer(l); /* a new transfer's timer is due at once: it connects now, not next turn */
     read_finished(l, &finish);
-    if (finish == NULL) {
-        wait_for_events(l, max_wait_ms);
-        curl_multi_perform(l->multi, &running);
-        read_finished(l, &finish);
-    }
+    wait_and_dispatch(l, max_wait_ms, finish != NULL);
+    read_finished(l, &finish);
     expire_deadlines(l, &finish);
     finish_all(l, finish);
     return (int)l->heap_len;
@@ -666,22 +754,40 @@ int tg_loop_run_once(tg_loop *l, int max_wait_ms)
 /* ---- the loop ---------------------------------------------------------------------------------
  */
 
+static int epoll_add(int epfd, int fd, uint64_t tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
 tg_loop *tg_loop_new(const tg_loop_options *opts)
 {
     pthread_once(&curl_once, curl_init_once);
     tg_loop *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return NULL;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->epfd < 0 || l->wakefd < 0 || epoll_add(l->epfd, l->wakefd, TG_TAG_WAKE) != 0)
+        goto fail;
     l->max_body_bytes = opts && opts->max_body_bytes > 0 ? opts->max_body_bytes : 1048576;
     l->no_proxy = proxy_variables_unset();
     l->multi = curl_multi_init();
     if (l->multi == NULL)
         goto fail;
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
     if (opts && opts->max_connections > 0)
         curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, opts->max_connections);
     pthread_mutex_init(&l->lock, NULL);
     return l;
 fail:
+    if (l->epfd >= 0)
+        close(l->epfd);
+    if (l->wakefd >= 0)
+        close(l->wakefd);
     free(l);
     return NULL;
 }
@@ -690,11 +796,15 @@ void tg_loop_set_hook(tg_loop *l, const tg_hook *hook)
 {
     l->hook = *hook;
     l->has_hook = hook->run != NULL;
+    if (l->has_hook && hook->fd >= 0)
+        epoll_add(l->epfd, hook->fd, TG_TAG_HOOK);
 }
 
 void tg_loop_wakeup(tg_loop *l)
 {
-    curl_multi_wakeup(l->multi);
+    uint64_t one = 1;
+    ssize_t n = write(l->wakefd, &one, sizeof one);
+    (void)n; /* EAGAIN: the counter is full, so a wake-up is already pending */
 }
 
 static void *loop_main(void *arg)
@@ -733,7 +843,7 @@ int tg_submit(tg_loop *l, tg_group *g)
     pthread_mutex_unlock(&l->lock);
     /* From the loop's own thread (its hook) the group starts in this turn: no wake-up needed. */
     if (tls_running_loop != l)
-        curl_multi_wakeup(l->multi);
+        tg_loop_wakeup(l);
     return 0;
 }
 
@@ -744,7 +854,7 @@ void tg_loop_stop(tg_loop *l)
     pthread_mutex_unlock(&l->lock);
     atomic_store(&l->stopping, 1);
     if (l->thread_started) {
-        curl_multi_wakeup(l->multi);
+        tg_loop_wakeup(l);
         pthread_join(l->thread, NULL);
         l->thread_started = 0;
     }
@@ -777,6 +887,8 @@ void tg_loop_free(tg_loop *l)
         free(l->urls[i].url);
     }
     curl_multi_cleanup(l->multi);
+    close(l->epfd);
+    close(l->wakefd);
     pthread_mutex_destroy(&l->lock);
     free(l->heap);
     free(l);
