@@ -1,6 +1,7 @@
 /* eg — the error group. See eg.h. */
 #include "eg.h"
 
+#include "jw.h"
 #include "utf8.h"
 
 #include <math.h>
@@ -275,11 +276,84 @@ fail:
     return rc;
 }
 
-int eg_build(const tg_group *g, const char *const names[], const char *order_id, double elapsed_ms,
-             eg_answer *out)
+/* Whether the accepted answer can be written by accepted_direct: every result has its raw bytes,
+ * every string is valid UTF-8 (jansson refuses others) and no name repeats (jansson would keep
+ * one). O(n^2) over at most 64 names: fine. */
+static int direct_possible(const tg_group *g, const char *const names[], const char *order_id,
+                           double elapsed_ms)
+{
+    size_t n = tg_group_size(g);
+    if (order_id == NULL || utf8_valid_prefix(order_id, strlen(order_id)) != strlen(order_id) ||
+        !isfinite(elapsed_ms))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const tg_result *r = tg_group_result(g, i);
+        if (r->state != TG_OK || r->raw == NULL || names[i] == NULL ||
+            utf8_valid_prefix(names[i], strlen(names[i])) != strlen(names[i]))
+            return 0;
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(names[k], names[i]) == 0)
+                return 0;
+    }
+    return 1;
+}
+
+/* The 200 answer, {"order_id":..,"status":"accepted","results":{name:<raw>,..},"elapsed_ms":..},
+ * written straight into one buffer: the bytes build() gives, at ~1/20 of its cost. 0; -1 when out
+ * of memory; 1 when jw cannot write it (build() then does). */
+static int accepted_direct(const tg_group *g, const char *const names[], const char *order_id,
+                           double elapsed_ms, eg_answer *out)
+{
+    size_t n = tg_group_size(g);
+    size_t cap = 96 + 6 * strlen(order_id); /* fixed text, a number, and \u00XX for every byte */
+    for (size_t i = 0; i < n; i++)
+        cap += 8 + 6 * strlen(names[i]) + tg_group_result(g, i)->raw_len;
+    jw w = {.p = malloc(cap + 1), .len = 0, .cap = cap, .fail = 0};
+    if (w.p == NULL)
+        return -1;
+    JW_LIT(&w, "{\"order_id\":");
+    jw_string(&w, order_id, strlen(order_id));
+    JW_LIT(&w, ",\"status\":\"accepted\",\"results\":{");
+    for (size_t i = 0; i < n; i++) {
+        const tg_result *r = tg_group_result(g, i);
+        if (i > 0)
+            jw_char(&w, ',');
+        jw_string(&w, names[i], strlen(names[i]));
+        jw_char(&w, ':');
+        jw_raw(&w, r->raw, r->raw_len);
+    }
+    JW_LIT(&w, "},\"elapsed_ms\":");
+    jw_tenths(&w, elapsed_ms);
+    jw_char(&w, '}');
+    if (w.fail) {
+        free(w.p);
+        return 1;
+    }
+    w.p[w.len] = '\0';
+    memset(out, 0, sizeof(*out));
+    out->http_status = 200;
+    out->status = "accepted";
+    out->body = w.p;
+    out->body_len = w.len;
+    return 0;
+}
+
+int eg_build_tree(const tg_group *g, const char *const names[], const char *order_id,
+                  double elapsed_ms, eg_answer *out)
 {
     int rc = build(g, names, order_id, elapsed_ms, 1, out);
     if (rc == 1)
         rc = build(g, names, order_id, elapsed_ms, 0, out);
     return rc;
+}
+
+int eg_build(const tg_group *g, const char *const names[], const char *order_id, double elapsed_ms,
+             eg_answer *out)
+{
+    if (tg_group_failures(g) == 0 && direct_possible(g, names, order_id, elapsed_ms)) {
+        int rc = accepted_direct(g, names, order_id, elapsed_ms, out);
+        if (rc != 1)
+            return rc;
+    }
+    return eg_build_tree(g, names, order_id, elapsed_ms, out);
 }

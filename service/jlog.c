@@ -10,10 +10,10 @@
  * arithmetic. Why a hand-written writer when jansson is the project's JSON library everywhere else:
  * cost only. The jansson tree cost ~84,000 instructions per line (a heap node and a masked copy per
  * value, json_dumpb, "%.15g" for each time, gmtime_r + strftime + snprintf for ts); the direct
- * writer costs ~3,000 and no malloc. It writes the same bytes as the tree did (tests/test_jlog.c
- * compares both on hostile inputs); whatever it does not handle itself - a line over 4 KiB,
- * duplicate validation names, a negative or huge time - goes to checkout_tree(), the jansson path,
- * unchanged. Any change to the line's shape must be made in both.
+ * writer (lib/jw) costs ~3,000 and no malloc. It writes the same bytes as the tree did
+ * (tests/test_jlog.c compares both on hostile inputs); whatever it does not handle itself - a line
+ * over 4 KiB, duplicate validation names, a negative or huge time - goes to checkout_tree(), the
+ * jansson path, unchanged. Any change to the line's shape must be made in both.
  *
  * Every line is written with one write(2) while holding g_write_lock. The lock is held only for
  * the system call, never while building. It stays even though a single write(2) of one line is
@@ -23,6 +23,8 @@
  * Uncontended, it costs two atomic operations next to a system call. The fd and level are atomics
  * so that jlog_init may run while other threads log. */
 #include "jlog.h"
+
+#include "jw.h"
 
 #include <errno.h>
 #include <math.h>
@@ -228,39 +230,6 @@ size_t jlog_mask(const char *in, char *out, size_t cap)
 
 /* ---- strings that jansson accepts ---------------------------------------------------------- */
 
-/* Length (1..4) of the valid UTF-8 sequence at s (n bytes left), or 0 when it is not one. The
- * rules are jansson's: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-    size_t len;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4;
-    else
-        return 0;
-    if (c == 0xE0)
-        lo = 0xA0;
-    else if (c == 0xED)
-        hi = 0x9F;
-    else if (c == 0xF0)
-        lo = 0x90;
-    else if (c == 0xF4)
-        hi = 0x8F;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t k = 2; k < len; k++) {
-        if (s[k] < 0x80 || s[k] > 0xBF)
-            return 0;
-    }
-    return len;
-}
-
 /* Copies in[0..n) to out (cap >= 3n + 1 holds it all), each byte that starts no valid sequence
  * replaced by U+FFFD. Returns the bytes written (without the NUL). */
 static size_t utf8_clean(const char *in, size_t n, char *out, size_t cap)
@@ -268,7 +237,7 @@ static size_t utf8_clean(const char *in, size_t n, char *out, size_t cap)
     const unsigned char *u = (const unsigned char *)in;
     size_t i = 0, o = 0;
     while (i < n) {
-        size_t len = utf8_seq(u + i, n - i);
+        size_t len = jw_utf8_seq(u + i, n - i);
         if (o + (len ? len : 3) >= cap)
             break;
         if (len == 0) {
@@ -652,227 +621,86 @@ done:
  * Every function here writes the bytes that json_dumpb(DUMP_FLAGS) writes for the same value of
  * checkout_tree. */
 
-#define TENTHS_MAX                                                                                 \
-    1e15              /* up to 15 digits, "%.15g" of tenths / 10 is exactly "<tenths/10>.<digit>" */
 #define FAST_NAMES 32 /* validations compared for duplicate names; more go to checkout_tree */
 
-/* A bounded line being written. fallback: it did not fit, or holds something only checkout_tree
- * writes; what is in p is then meaningless. */
-typedef struct line_buf {
-    char *p;
-    size_t len, cap;
-    int fallback;
-} line_buf;
-
-static void lb_put(line_buf *b, const char *s, size_t n)
-{
-    if (n > b->cap - b->len) {
-        b->fallback = 1;
-        return;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-#define LB_LIT(b, lit) lb_put((b), (lit), sizeof(lit) - 1)
-
-static void lb_putc(line_buf *b, char c)
-{
-    lb_put(b, &c, 1);
-}
-
-/* Decimal digits of v. */
-static void lb_uint(line_buf *b, unsigned long long v)
-{
-    char d[24];
-    size_t k = sizeof d;
-    do {
-        d[--k] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    lb_put(b, d + k, sizeof d - k);
-}
-
-/* As json_integer: "%lld". */
-static void lb_int(line_buf *b, long long v)
-{
-    if (v < 0) {
-        lb_putc(b, '-');
-        lb_uint(b, 0ULL - (unsigned long long)v);
-        return;
-    }
-    lb_uint(b, (unsigned long long)v);
-}
-
-/* As ms_value: null for NaN or infinity, else round(ms * 10) tenths as jansson prints the real
- * tenths / 10 with 15 digits ("4.0", "12.3", "1000000.0"). Negative values ("-0.0") and 1e14 ms
- * and more ("1e15") are left to checkout_tree. */
-static void lb_ms(line_buf *b, double ms)
-{
-    if (!isfinite(ms)) {
-        LB_LIT(b, "null");
-        return;
-    }
-    double tenths = round(ms * 10.0);
-    if (signbit(tenths) || !(tenths < TENTHS_MAX)) {
-        b->fallback = 1;
-        return;
-    }
-    unsigned long long t = (unsigned long long)tenths;
-    lb_uint(b, t / 10);
-    lb_putc(b, '.');
-    lb_putc(b, (char)('0' + t % 10));
-}
-
-/* Bytes at s (n > 0 left) that JSON shows as they are: printable ASCII but '"' and '\\'. */
-static size_t plain_run(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
-        i++;
-    return i;
-}
-
-/* The escape of the ASCII byte c that plain_run stopped at: \" \\ \b \f \n \r \t or \u00XX. */
-static void lb_escape(line_buf *b, unsigned char c)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
-    switch (c) {
-    case '"':
-        LB_LIT(b, "\\\"");
-        break;
-    case '\\':
-        LB_LIT(b, "\\\\");
-        break;
-    case '\b':
-        LB_LIT(b, "\\b");
-        break;
-    case '\f':
-        LB_LIT(b, "\\f");
-        break;
-    case '\n':
-        LB_LIT(b, "\\n");
-        break;
-    case '\r':
-        LB_LIT(b, "\\r");
-        break;
-    case '\t':
-        LB_LIT(b, "\\t");
-        break;
-    default:
-        lb_put(b, u, sizeof u);
-    }
-}
-
-/* s[0..n) as a JSON string: utf8_clean's replacements and jansson's escapes, in one pass. */
-static void lb_string(line_buf *b, const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    lb_putc(b, '"');
-    while (i < n) {
-        size_t run = plain_run(u + i, n - i);
-        lb_put(b, s + i, run);
-        i += run;
-        if (i == n)
-            break;
-        if (u[i] < 0x80) {
-            lb_escape(b, u[i]);
-            i++;
-            continue;
-        }
-        size_t len = utf8_seq(u + i, n - i);
-        if (len == 0) {
-            LB_LIT(b, REPLACEMENT);
-            i++;
-            continue;
-        }
-        lb_put(b, s + i, len);
-        i += len;
-    }
-    lb_putc(b, '"');
-}
-
 /* As text(s, mask): null, or the masked, cut, cleaned and escaped string. */
-static void lb_text(line_buf *b, const char *s, int mask)
+static void line_text(jw *b, const char *s, int mask)
 {
     char raw[JLOG_VALUE_MAX + 1];
     if (!s) {
-        LB_LIT(b, "null");
+        JW_LIT(b, "null");
         return;
     }
-    lb_string(b, raw, value_raw(s, mask, raw));
+    jw_string(b, raw, value_raw(s, mask, raw));
 }
 
 /* "name":{...} of one validation; keys[i] gets where its escaped name is in b, and a name that
  * another validation already has sends the line to checkout_tree (where the later one wins). */
-static void lb_validation(line_buf *b, const jlog_validation *v, size_t i, size_t keys[][2])
+static void line_validation(jw *b, const jlog_validation *v, size_t i, size_t keys[][2])
 {
     size_t at = b->len;
-    lb_text(b, v->name ? v->name : "?", 0);
+    line_text(b, v->name ? v->name : "?", 0);
     keys[i][0] = at;
     keys[i][1] = b->len - at;
-    for (size_t k = 0; k < i && !b->fallback; k++) {
+    for (size_t k = 0; k < i && !b->fail; k++) {
         if (keys[k][1] == keys[i][1] && memcmp(b->p + keys[k][0], b->p + at, keys[i][1]) == 0)
-            b->fallback = 1;
+            b->fail = 1;
     }
-    LB_LIT(b, ":{\"outcome\":");
-    lb_text(b, v->outcome, 1);
+    JW_LIT(b, ":{\"outcome\":");
+    line_text(b, v->outcome, 1);
     if (!v->outcome || strcmp(v->outcome, "cancelled") != 0) {
-        LB_LIT(b, ",\"elapsed_ms\":");
-        lb_ms(b, v->elapsed_ms);
-        LB_LIT(b, ",\"http_status\":");
+        JW_LIT(b, ",\"elapsed_ms\":");
+        jw_tenths(b, v->elapsed_ms);
+        JW_LIT(b, ",\"http_status\":");
         if (v->http_status > 0)
-            lb_int(b, v->http_status);
+            jw_int(b, v->http_status);
         else
-            LB_LIT(b, "null");
+            JW_LIT(b, "null");
     }
-    lb_putc(b, '}');
+    jw_char(b, '}');
 }
 
-/* The whole checkout line, '\n' included, into b; b->fallback when checkout_tree must write it. */
-static void checkout_direct(line_buf *b, const char *request_id, const char *order_id,
-                            const char *status, int http_status, double elapsed_ms,
-                            const jlog_validation *v, size_t nv)
+/* The whole checkout line, '\n' included, into b; b->fail when checkout_tree must write it. */
+static void checkout_direct(jw *b, const char *request_id, const char *order_id, const char *status,
+                            int http_status, double elapsed_ms, const jlog_validation *v, size_t nv)
 {
     char ts[TS_SIZE];
     size_t keys[FAST_NAMES][2];
     if (v && nv > FAST_NAMES) {
-        b->fallback = 1;
+        b->fail = 1;
         return;
     }
     size_t tslen = format_ts(ts);
-    LB_LIT(b, "{\"ts\":\"");
-    lb_put(b, ts, tslen);
-    LB_LIT(b, "\",\"level\":\"info\",\"event\":\"checkout\",\"request_id\":");
-    lb_text(b, request_id, 1);
-    LB_LIT(b, ",\"order_id\":");
-    lb_text(b, order_id, 1);
-    LB_LIT(b, ",\"status\":");
-    lb_text(b, status, 1);
-    LB_LIT(b, ",\"http_status\":");
-    lb_int(b, http_status);
-    LB_LIT(b, ",\"elapsed_ms\":");
-    lb_ms(b, elapsed_ms);
-    LB_LIT(b, ",\"validations\":{");
-    for (size_t i = 0; v && i < nv && !b->fallback; i++) {
+    JW_LIT(b, "{\"ts\":\"");
+    jw_raw(b, ts, tslen);
+    JW_LIT(b, "\",\"level\":\"info\",\"event\":\"checkout\",\"request_id\":");
+    line_text(b, request_id, 1);
+    JW_LIT(b, ",\"order_id\":");
+    line_text(b, order_id, 1);
+    JW_LIT(b, ",\"status\":");
+    line_text(b, status, 1);
+    JW_LIT(b, ",\"http_status\":");
+    jw_int(b, http_status);
+    JW_LIT(b, ",\"elapsed_ms\":");
+    jw_tenths(b, elapsed_ms);
+    JW_LIT(b, ",\"validations\":{");
+    for (size_t i = 0; v && i < nv && !b->fail; i++) {
         if (i > 0)
-            lb_putc(b, ',');
-        lb_validation(b, &v[i], i, keys);
+            jw_char(b, ',');
+        line_validation(b, &v[i], i, keys);
     }
-    LB_LIT(b, "}}\n");
+    JW_LIT(b, "}}\n");
 }
 
 int jlog_checkout(const char *request_id, const char *order_id, const char *status, int http_status,
                   double elapsed_ms, const jlog_validation *v, size_t nv)
 {
     char buf[LINE_STACK];
-    line_buf b = {.p = buf, .len = 0, .cap = sizeof buf, .fallback = 0};
+    jw b = {.p = buf, .len = 0, .cap = sizeof buf, .fail = 0};
     if (!jlog_enabled(JLOG_INFO))
         return 1;
     checkout_direct(&b, request_id, order_id, status, http_status, elapsed_ms, v, nv);
-    if (b.fallback)
+    if (b.fail)
         return checkout_tree(request_id, order_id, status, http_status, elapsed_ms, v, nv);
     return write_all(atomic_load(&g_fd), buf, b.len);
 }

@@ -429,6 +429,55 @@ static void test_answer_carries_upstream_bytes(void **state)
     tg_group_free(g);
 }
 
+/* eg_build writes the 200 answer directly; it must be eg_build_tree's bytes, whatever the order
+ * id, names, upstream bodies and time, and fall back where it cannot (then it is the same by
+ * construction, which this checks too). */
+static void assert_accepted_same(const char *const names[], const char *const bodies[], size_t n,
+                                 const char *order_id, double ms)
+{
+    tg_group *g = tg_group_new(n, 1000, on_done, NULL);
+    assert_non_null(g);
+    for (size_t i = 0; i < n; i++)
+        tg_call_record(g, i, 0, 200, bodies[i], strlen(bodies[i]), 0, NULL);
+    eg_answer direct, tree;
+    assert_int_equal(eg_build(g, names, order_id, ms, &direct), 0);
+    assert_int_equal(eg_build_tree(g, names, order_id, ms, &tree), 0);
+    assert_int_equal(direct.http_status, 200);
+    assert_string_equal(direct.status, tree.status);
+    assert_int_equal(direct.body_len, tree.body_len);
+    assert_string_equal(direct.body, tree.body);
+    free(direct.body);
+    free(tree.body);
+    tg_group_free(g);
+}
+
+static void test_accepted_answer_direct_matches_tree(void **state)
+{
+    (void)state;
+    const char *names[] = {"address", "inventory", "payment"};
+    const char *odd_names[] = {"a\"d\\r\n\x01", "caf\xc3\xa9", "/x"};
+    const char *dup_names[] = {"a", "b", "a"};
+    const char *bodies[] = {"{\"valid\":true}", " { \"in_stock\" : true , \"n\": 1.50 } ",
+                            "{\"authorized\":true,\"id\":\"pay_\\u00e9\"}"};
+    assert_accepted_same(names, bodies, 3, "ord-1001", 12.34);
+    assert_accepted_same(names, bodies, 3, "o\"r\\d/\t\x7f\xc3\xa9", 0.04);
+    assert_accepted_same(odd_names, bodies, 3, "ord", 14.0);
+    assert_accepted_same(dup_names, bodies, 3, "ord", 1.25); /* fallback: duplicate name */
+    assert_accepted_same(names, bodies, 3, "\xff", 1);       /* fallback: invalid UTF-8 */
+    assert_accepted_same(names, bodies, 3, "ord", -2.5);     /* fallback: negative time */
+    assert_accepted_same(names, bodies, 3, "ord", 1e15);     /* fallback: huge time */
+    assert_accepted_same(names, bodies, 1, "ord", 99999.95);
+    unsigned seed = 7;
+    for (int round = 0; round < 500; round++) {
+        char id[40];
+        size_t len = (size_t)(rand_r(&seed) % 39);
+        for (size_t i = 0; i < len; i++)
+            id[i] = (char)(rand_r(&seed) % 127 + 1); /* ASCII: every escape */
+        id[len] = '\0';
+        assert_accepted_same(names, bodies, 3, id, rand_r(&seed) / 1e3);
+    }
+}
+
 static void test_stop_cancels_running_groups(void **state)
 {
     (void)state;
@@ -469,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_error_messages),
         cmocka_unit_test(test_classification_table),
         cmocka_unit_test(test_answer_carries_upstream_bytes),
+        cmocka_unit_test(test_accepted_answer_direct_matches_tree),
         cmocka_unit_test_setup_teardown(test_stop_cancels_running_groups, setup, teardown),
     };
     return cmocka_run_group_tests_name("tg", tests, NULL, NULL);
