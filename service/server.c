@@ -32,6 +32,13 @@
 #define SRV_CONNECTION_LIMIT     16384
 #define SRV_CONNECTION_TIMEOUT_S 30
 #define SRV_MAX_DISCARD_BYTES    (8u << 20) /* read and drop this much of an oversized body */
+/* libmicrohttpd's per-connection memory pool: the read buffer (request line, headers, body chunks
+ * as they arrive), the parsed headers and the answer's header block. Allocated whole and cleared
+ * on every request, so it is resident for every open client connection, idle or not. 8 KiB takes
+ * request headers up to about 7 KiB (a Cookie header up to about 3.5 KiB: cookies are parsed into
+ * the pool too); beyond that libmicrohttpd answers 431 and closes the connection. The body is
+ * not limited by it (it is handed over in chunks). */
+#define SRV_CONNECTION_MEMORY (8u << 10)
 
 #define SRV_MAX_WORKERS 8
 
@@ -464,9 +471,9 @@ static struct MHD_Daemon *start_daemon(srv_worker *w, const struct sockaddr_stor
         flags, 0, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss,
         MHD_OPTION_CONNECTION_LIMIT, connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)SRV_CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        w, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SRV_CONNECTION_MEMORY,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_END);
 }
 
 static void set_port(struct sockaddr_storage *ss, int v6, int port)
