@@ -9,7 +9,8 @@
 #   perf       perf record -e cpu-clock -g on the running checkoutd during PROFILE_N checkouts:
 #              where the time goes, kernel included (hardware counters are not available in this VM).
 #   strace     strace -c -f: system calls per checkout (strace slows checkoutd down a lot; counts only).
-# Environment: PROFILE_N (2000 for callgrind and strace, 20000 for perf), PROFILE_C concurrency
+# Environment: PROFILE_STUB=slow profiles against the 50 ms stub instead (with PROFILE_C=256: the
+#              slow scenario's in-flight count), PROFILE_N (2000 for callgrind and strace, 20000 for perf), PROFILE_C concurrency
 #              (16 for callgrind, 64 otherwise),
 #              PROFILE_WARMUP checkouts before counting (200), BENCH_OUT (bench/out).
 # The load comes from bench/curl-load.sh (curl --parallel), so the count of checkouts is exact.
@@ -79,13 +80,15 @@ for _ in $(seq 20); do
 done
 [ "$stubs_up" = 1 ] || die "could not start the nginx stubs: $(cat "$tmp/stubs.out")"
 
+stub=$base
+[ "${PROFILE_STUB:-fast}" = slow ] && stub=$((base + 1))
 cat >"$tmp/fast.json" <<JSON
 {
   "listen": "127.0.0.1:0", "deadline_ms": 10000, "max_inflight": 100000,
   "validations": [
-    {"name": "address",   "field": "address", "url": "http://127.0.0.1:$base/validate", "timeout_ms": 10000},
-    {"name": "inventory", "field": "items",   "url": "http://127.0.0.1:$base/check",    "timeout_ms": 10000},
-    {"name": "payment",   "field": "payment", "url": "http://127.0.0.1:$base/verify",   "timeout_ms": 10000}
+    {"name": "address",   "field": "address", "url": "http://127.0.0.1:$stub/validate", "timeout_ms": 10000},
+    {"name": "inventory", "field": "items",   "url": "http://127.0.0.1:$stub/check",    "timeout_ms": 10000},
+    {"name": "payment",   "field": "payment", "url": "http://127.0.0.1:$stub/verify",   "timeout_ms": 10000}
   ]
 }
 JSON
@@ -142,7 +145,7 @@ srv_pid=""
 # the reader's SIGPIPE would count as a failure.
 set +o pipefail
 {
-  echo "# checkoutd profile ($tool), fast scenario: $n checkouts at concurrency $c after $warm of warm-up"
+  echo "# checkoutd profile ($tool), ${PROFILE_STUB:-fast} stub: $n checkouts at concurrency $c after $warm of warm-up"
   echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $("$checkoutd" --version), $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')"
   sed 's/^/# load: /' "$tmp/load.txt"
   echo
