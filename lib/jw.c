@@ -4,7 +4,6 @@
 #include <math.h>
 #include <string.h>
 
-#define JW_REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD */
 /* Below 1e15 tenths, "%.15g" of tenths / 10 is exactly "<tenths / 10>.<tenths % 10>". */
 #define JW_TENTHS_MAX 1e15
 

@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#define JW_REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD, for each byte that starts no UTF-8 sequence */
+
 typedef struct jw {
     char *p;
     size_t len, cap;

@@ -74,7 +74,7 @@ struct tg_loop {
     CURLM *multi;
     int epfd;           /* libcurl's sockets, the wake eventfd and the hook's fd */
     int wakefd;         /* eventfd: tg_submit/tg_loop_wakeup/tg_loop_stop from other threads */
-    uint64_t timer_due; /* when libcurl's timer is due (now_ns clock); 0: no timer */
+    uint64_t timer_due; /* when libcurl's timer is due (now_ns clock), while timer_set */
     int timer_set;
     long max_body_bytes;
     pthread_t thread;

@@ -42,7 +42,6 @@
 #define MASK_STARS  "****"
 #define ELLIPSIS    "..."
 #define INVALID_TXT "<invalid utf-8>"
-#define REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD, for each byte that starts no UTF-8 sequence */
 /* Real numbers with 15 significant digits: 6.3 stays "6.3" (17 would show 6.2999999999999998). */
 #define DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
@@ -241,7 +240,7 @@ static size_t utf8_clean(const char *in, size_t n, char *out, size_t cap)
         if (o + (len ? len : 3) >= cap)
             break;
         if (len == 0) {
-            memcpy(out + o, REPLACEMENT, 3);
+            memcpy(out + o, JW_REPLACEMENT, 3);
             o += 3;
             i++;
             continue;
