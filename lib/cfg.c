@@ -7,6 +7,7 @@
  * While the environment is applied, the loader records which values came from a variable, so that a
  * message about such a value names the variable (and not the file) as where it came from. */
 #include "cfg.h"
+#include "cfg_internal.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -20,12 +21,10 @@
 #define CFG_FILE_MAX (1024 * 1024)
 /* "CHECKOUTD_" + a 32-character name + "_TIMEOUT_MS" + NUL is 54 bytes. */
 #define ENV_NAME_MAX 64
-/* "CHECKOUTD_VALIDATIONS[31].timeout_ms" and every other key label fit. */
-#define KEY_MAX 96
-/* A value shown in a message ("got ...") is cut to this many bytes, quotes and "..." included. */
-#define SHOW_MAX 72
+#define KEY_MAX      CFG_KEY_MAX
+#define SHOW_MAX     CFG_SHOW_MAX
 /* The longest host name DNS allows; also bounds an IPv6 literal with its zone. */
-#define HOST_MAX 253
+#define HOST_MAX CFG_HOST_MAX
 #define MSG_MAX  512
 
 #define TIMEOUT_MIN     1L
@@ -59,23 +58,23 @@ typedef struct top_key {
     key_kind kind;
     long min, max; /* KIND_INT only */
     size_t offset; /* KIND_INT only: of its long in struct cfg */
+    long def;      /* KIND_INT keys that default_json leaves out (v1.2): the value when absent */
 } top_key;
 
 static const top_key top_keys[] = {
-    {"listen", "CHECKOUTD_LISTEN", KIND_LISTEN, 0, 0, 0},
-    {"deadline_ms", "CHECKOUTD_DEADLINE_MS", KIND_INT, 1, 600000, offsetof(cfg, deadline_ms)},
+    {"listen", "CHECKOUTD_LISTEN", KIND_LISTEN, 0, 0, 0, 0},
+    {"deadline_ms", "CHECKOUTD_DEADLINE_MS", KIND_INT, 1, 600000, offsetof(cfg, deadline_ms), 0},
     {"max_body_bytes", "CHECKOUTD_MAX_BODY_BYTES", KIND_INT, 1, 16777216,
-     offsetof(cfg, max_body_bytes)},
-    {"max_inflight", "CHECKOUTD_MAX_INFLIGHT", KIND_INT, 1, 1000000, offsetof(cfg, max_inflight)},
+     offsetof(cfg, max_body_bytes), 0},
+    {"max_inflight", "CHECKOUTD_MAX_INFLIGHT", KIND_INT, 1, 1000000, offsetof(cfg, max_inflight),
+     0},
     {"max_upstream_body_bytes", "CHECKOUTD_MAX_UPSTREAM_BODY_BYTES", KIND_INT, 1024, 67108864,
-     offsetof(cfg, max_upstream_body_bytes)},
-    {"validations", "CHECKOUTD_VALIDATIONS", KIND_LIST, 0, 0, 0},
+     offsetof(cfg, max_upstream_body_bytes), 0},
+    {"validations", "CHECKOUTD_VALIDATIONS", KIND_LIST, 0, 0, 0, 0},
 };
 #define NTOP            (sizeof top_keys / sizeof top_keys[0])
 #define TOP_LISTEN      0
 #define TOP_VALIDATIONS (NTOP - 1)
-#define TOP_KEY_NAMES                                                                              \
-    "listen, deadline_ms, max_body_bytes, max_inflight, max_upstream_body_bytes, validations"
 
 /* The keys of one validation; env_suffix: CHECKOUTD_<NAME>_<suffix> overrides it (the name has
  * none). */
@@ -102,14 +101,7 @@ typedef struct loader {
     int val_env[CFG_MAX_VALIDATIONS][VK_COUNT];
 } loader;
 
-/* Where a value came from, for the start of a message: "<source>: <key>: ". source is NULL for a
- * value from the environment (key is then the variable); key is "" for the text as a whole. */
-typedef struct where {
-    const char *source;
-    char key[KEY_MAX];
-} where;
-
-typedef int (*string_check)(const char *s);
+typedef cfg_where where; /* cfg_internal.h */
 
 const char *cfg_default_json(void)
 {
@@ -118,8 +110,8 @@ const char *cfg_default_json(void)
 
 /* ---- messages ---- */
 
-/* Invariant: err holds one line. Values are escaped by show_string; this also covers a file path or
- * a jansson message that carries a control character. */
+/* Invariant: err holds one line. Values are escaped by cfg_show_string; this also covers a file
+ * path or a jansson message that carries a control character. */
 static void one_line(char *s)
 {
     for (; *s != '\0'; s++) {
@@ -129,11 +121,9 @@ static void one_line(char *s)
     }
 }
 
-/* Writes "<source>: <key>: <reason>" into err, cut to errlen; returns -1 for "return errf()". */
-static int errf(const loader *ld, const where *w, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int errf(const loader *ld, const where *w, const char *fmt, ...)
+/* Writes "<source>: <key>: <reason>" into err, cut to errlen; returns -1 for "return cfg_errf()".
+ */
+int cfg_errf(const loader *ld, const where *w, const char *fmt, ...)
 {
     char msg[MSG_MAX];
     va_list ap;
@@ -166,7 +156,7 @@ static void escape_byte(unsigned char ch, char out[5])
 }
 
 /* s quoted and escaped into buf[SHOW_MAX]; a long value is cut and ends in "...". */
-static void show_string(const char *s, char buf[SHOW_MAX])
+void cfg_show_string(const char *s, char buf[SHOW_MAX])
 {
     /* Room kept at the end for "...", the closing quote and the NUL. */
     const size_t limit = SHOW_MAX - 5;
@@ -187,7 +177,7 @@ static void show_string(const char *s, char buf[SHOW_MAX])
 }
 
 /* A JSON value as it is shown after "got": numbers and literals as written, strings quoted. */
-static void show_json(const json_t *v, char buf[SHOW_MAX])
+void cfg_show_json(const json_t *v, char buf[SHOW_MAX])
 {
     switch (v ? json_typeof(v) : JSON_NULL) {
     case JSON_INTEGER:
@@ -197,7 +187,7 @@ static void show_json(const json_t *v, char buf[SHOW_MAX])
         snprintf(buf, SHOW_MAX, "a real number (%g)", json_real_value(v));
         break;
     case JSON_STRING:
-        show_string(json_string_value(v), buf);
+        cfg_show_string(json_string_value(v), buf);
         break;
     case JSON_TRUE:
         snprintf(buf, SHOW_MAX, "true");
@@ -254,159 +244,6 @@ static void val_where(const loader *ld, size_t i, size_t k, const char *name, wh
         snprintf(w->key, sizeof w->key, "%s[%zu]", list, i);
 }
 
-/* ---- syntax of single values ---- */
-
-static int is_alnum(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
-}
-
-/* Every one of the n bytes of s is an ASCII letter, a digit or one of extra. */
-static int chars_ok(const char *s, size_t n, const char *extra)
-{
-    for (size_t i = 0; i < n; i++) {
-        /* strchr finds the NUL of extra: a NUL byte must not pass as one of extra. */
-        if (s[i] == '\0' || (!is_alnum(s[i]) && strchr(extra, s[i]) == NULL))
-            return 0;
-    }
-    return 1;
-}
-
-static int name_ok(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (n < 1 || n > CFG_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
-            return 0;
-    }
-    return 1;
-}
-
-static int nonempty_ok(const char *s)
-{
-    return s[0] != '\0';
-}
-
-/* A port of n decimal digits (1..5, no sign or blank) in min..65535. */
-static int parse_port(const char *s, size_t n, long min, int *port)
-{
-    long v = 0;
-
-    if (n < 1 || n > 5)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < min || v > 65535)
-        return -1;
-    *port = (int)v;
-    return 0;
-}
-
-/* Splits the n bytes "host[:port]" or "[v6]:port". host, hostlen: the host without brackets;
- * port, portlen: after the colon (NULL, 0 when there is none). -1 when the host is empty, too
- * long, holds a character no host name or address has, or an IPv6 address lacks its brackets. */
-static int split_hostport(const char *s, size_t n, const char **host, size_t *hostlen,
-                          const char **port, size_t *portlen)
-{
-    const char *rest;
-    const char *close = n > 0 && s[0] == '[' ? memchr(s, ']', n) : NULL;
-
-    if (n > 0 && s[0] == '[') {
-        if (close == NULL)
-            return -1;
-        *host = s + 1;
-        *hostlen = (size_t)(close - s) - 1;
-        rest = close + 1;
-        if (memchr(*host, ':', *hostlen) == NULL || !chars_ok(*host, *hostlen, ":.%"))
-            return -1;
-    } else {
-        const char *colon = memchr(s, ':', n);
-        *host = s;
-        *hostlen = colon ? (size_t)(colon - s) : n;
-        rest = s + *hostlen;
-        if (!chars_ok(*host, *hostlen, "-._~%"))
-            return -1;
-    }
-    if (*hostlen == 0 || *hostlen > HOST_MAX)
-        return -1;
-    *port = NULL;
-    *portlen = 0;
-    if (rest == s + n)
-        return 0;
-    if (rest[0] != ':')
-        return -1;
-    *port = rest + 1;
-    *portlen = (size_t)(s + n - *port);
-    return 0;
-}
-
-/* "host:port" with a port in 0..65535 (0: any free port); IPv6 as "[::1]:8080", brackets go. */
-static int parse_listen(const char *s, char host[HOST_MAX + 1], int *port)
-{
-    const char *h, *p;
-    size_t hlen, plen;
-
-    if (split_hostport(s, strlen(s), &h, &hlen, &p, &plen) != 0 || p == NULL)
-        return -1;
-    if (parse_port(p, plen, 0, port) != 0)
-        return -1;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    return 0;
-}
-
-/* "http://" or "https://" (lower case, as written by the contract),
- * [userinfo@]host[:port 1..65535], then any path, query and fragment, kept as written; no blank or
- * control character anywhere (an HTTP client would refuse or mangle them). */
-static int url_ok(const char *u)
-{
-    const char *auth, *hostport, *h, *p;
-    size_t authlen, hlen, plen;
-    int port;
-
-    if (strncmp(u, "http://", 7) == 0)
-        auth = u + 7;
-    else if (strncmp(u, "https://", 8) == 0)
-        auth = u + 8;
-    else
-        return 0;
-    for (const char *c = u; *c != '\0'; c++) {
-        if ((unsigned char)*c <= 0x20 || *c == 0x7f)
-            return 0;
-    }
-    authlen = strcspn(auth, "/?#");
-    hostport = auth;
-    for (size_t i = 0; i < authlen; i++) {
-        if (auth[i] == '@')
-            hostport = auth + i + 1;
-    }
-    if (split_hostport(hostport, (size_t)(auth + authlen - hostport), &h, &hlen, &p, &plen) != 0)
-        return 0;
-    return p == NULL || parse_port(p, plen, 1, &port) == 0;
-}
-
-/* Strict: the whole string is one decimal integer that fits a long; no blank, sign '+' or junk. */
-static int parse_long(const char *s, long *out)
-{
-    char *end = NULL;
-    long v;
-
-    if (!(s[0] == '-' || (s[0] >= '0' && s[0] <= '9')))
-        return -1;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* ---- the tree: parse, keys, defaults ---- */
 
 /* Parses text (duplicate keys refused); NULL after a message giving line and column. */
@@ -416,13 +253,13 @@ static json_t *parse_json(const loader *ld, const where *w, const char *text)
     json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, &je);
 
     if (v == NULL)
-        errf(ld, w, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
+        cfg_errf(ld, w, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
     return v;
 }
 
 /* Refuses a key of obj that names is not in list (a typo would otherwise be silently ignored). */
-static int check_keys(const loader *ld, const where *w, const json_t *obj, const char *const *list,
-                      size_t n, const char *expected)
+int cfg_check_keys(const loader *ld, const where *w, const json_t *obj, const char *const *list,
+                   size_t n, const char *expected)
 {
     const char *key;
     json_t *v;
@@ -436,20 +273,54 @@ static int check_keys(const loader *ld, const where *w, const json_t *obj, const
             i++;
         if (i < n)
             continue;
-        show_string(key, shown);
-        return errf(ld, w, "unknown key %s (expected one of %s)", shown, expected);
+        cfg_show_string(key, shown);
+        return cfg_errf(ld, w, "unknown key %s (expected one of %s)", shown, expected);
     }
     return 0;
 }
 
+/* The names of the flat keys and then of the blocks, and the same joined by ", " for messages. */
+static size_t key_names(const char *const *flat, size_t nflat, const char *(*block)(size_t),
+                        const char **names, size_t cap, char *joined, size_t joined_cap)
+{
+    size_t n = 0, used = 0;
+
+    for (size_t i = 0; i < nflat && n < cap; i++)
+        names[n++] = flat[i];
+    for (size_t i = 0; block(i) != NULL && n < cap; i++)
+        names[n++] = block(i);
+    joined[0] = '\0';
+    for (size_t i = 0; i < n && used < joined_cap; i++) {
+        int w = snprintf(joined + used, joined_cap - used, "%s%s", i ? ", " : "", names[i]);
+        used += w > 0 ? (size_t)w : 0;
+    }
+    return n;
+}
+
+static const char *top_block_key(size_t i)
+{
+    return cfg_top_blocks[i].key;
+}
+
+static const char *val_block_key(size_t i)
+{
+    return cfg_val_blocks[i].key;
+}
+
+#define NAMES_MAX  64
+#define JOINED_MAX 768
+
 static int check_top_keys(const loader *ld, const json_t *root)
 {
-    const char *names[NTOP];
+    const char *flat[NTOP], *names[NAMES_MAX];
+    char joined[JOINED_MAX];
     const where w = {ld->source, ""};
+    size_t n;
 
     for (size_t i = 0; i < NTOP; i++)
-        names[i] = top_keys[i].key;
-    return check_keys(ld, &w, root, names, NTOP, TOP_KEY_NAMES);
+        flat[i] = top_keys[i].key;
+    n = key_names(flat, NTOP, top_block_key, names, NAMES_MAX, joined, sizeof joined);
+    return cfg_check_keys(ld, &w, root, names, n, joined);
 }
 
 /* Gives every top-level key missing from root its built-in default, so that the environment and the
@@ -466,11 +337,11 @@ static int fill_defaults(const loader *ld, json_t *root)
         goto fail;
     for (size_t i = 0; i < NTOP; i++) {
         const char *key = top_keys[i].key;
-        if (json_object_get(root, key) != NULL)
+        if (json_object_get(root, key) != NULL || json_object_get(def, key) == NULL)
             continue;
         /* Shares the default's value; def is dropped below, so root ends up its only owner. */
         if (json_object_set(root, key, json_object_get(def, key)) != 0) {
-            errf(ld, &w, "out of memory");
+            cfg_errf(ld, &w, "out of memory");
             goto fail;
         }
     }
@@ -482,7 +353,7 @@ fail:
 
 /* ---- the environment ---- */
 
-static const char *env_get(const loader *ld, const char *name)
+const char *cfg_env(const loader *ld, const char *name)
 {
     return ld->getenv_fn ? ld->getenv_fn(name) : NULL;
 }
@@ -498,14 +369,14 @@ static json_t *env_json(const loader *ld, const char *var, const char *val, int 
     json_t *v;
 
     snprintf(w.key, sizeof w.key, "%s", var);
-    if (is_int && parse_long(val, &n) != 0) {
-        show_string(val, shown);
-        errf(ld, &w, "expected an integer in %ld..%ld, got %s", min, max, shown);
+    if (is_int && cfg_parse_long(val, &n) != 0) {
+        cfg_show_string(val, shown);
+        cfg_errf(ld, &w, "expected an integer in %ld..%ld, got %s", min, max, shown);
         return NULL;
     }
     v = is_int ? json_integer(n) : json_string(val);
     if (v == NULL)
-        errf(ld, &w, is_int ? "out of memory" : "expected a UTF-8 string");
+        cfg_errf(ld, &w, is_int ? "out of memory" : "expected a UTF-8 string");
     return v;
 }
 
@@ -518,7 +389,7 @@ static int set_from_env(const loader *ld, json_t *obj, const char *key, const ch
         return -1;
     if (json_object_set_new(obj, key, v) != 0) {
         snprintf(w.key, sizeof w.key, "%s", var);
-        return errf(ld, &w, "out of memory");
+        return cfg_errf(ld, &w, "out of memory");
     }
     return 0;
 }
@@ -527,7 +398,7 @@ static int apply_env_top(loader *ld, json_t *root)
 {
     for (size_t i = 0; i < NTOP; i++) {
         const top_key *k = &top_keys[i];
-        const char *val = env_get(ld, k->env);
+        const char *val = cfg_env(ld, k->env);
         where w = {NULL, ""};
         json_t *v;
 
@@ -551,7 +422,7 @@ static int apply_env_validation(loader *ld, json_t *v, size_t i)
 {
     const char *name = json_string_value(json_object_get(v, "name"));
 
-    if (!json_is_object(v) || name == NULL || !name_ok(name))
+    if (!json_is_object(v) || name == NULL || !cfg_name_ok(name))
         return 0;
     for (size_t k = 0; k < VK_COUNT; k++) {
         char var[ENV_NAME_MAX];
@@ -560,7 +431,7 @@ static int apply_env_validation(loader *ld, json_t *v, size_t i)
         if (val_keys[k].env_suffix == NULL)
             continue;
         env_name(name, k, var);
-        val = env_get(ld, var);
+        val = cfg_env(ld, var);
         if (val == NULL)
             continue;
         if (set_from_env(ld, v, val_keys[k].key, var,
@@ -590,13 +461,13 @@ static int apply_env(loader *ld, json_t *root)
 
 /* ---- checks: the tree into a cfg ---- */
 
-static int get_int(const loader *ld, const where *w, const json_t *v, long min, long max, long *out)
+int cfg_get_int(const loader *ld, const where *w, const json_t *v, long min, long max, long *out)
 {
     char shown[SHOW_MAX];
 
     if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        show_json(v, shown);
-        return errf(ld, w, "expected an integer in %ld..%ld, got %s", min, max, shown);
+        cfg_show_json(v, shown);
+        return cfg_errf(ld, w, "expected an integer in %ld..%ld, got %s", min, max, shown);
     }
     *out = (long)json_integer_value(v);
     return 0;
@@ -604,30 +475,30 @@ static int get_int(const loader *ld, const where *w, const json_t *v, long min, 
 
 /* The string v when it passes check; NULL after "expected <what>" (missing, another type, or
  * refused). */
-static const char *get_string(const loader *ld, const where *w, const json_t *v, const char *what,
-                              string_check check)
+const char *cfg_get_string(const loader *ld, const where *w, const json_t *v, const char *what,
+                           cfg_string_check check)
 {
     char shown[SHOW_MAX];
 
     if (v == NULL) {
-        errf(ld, w, "missing, expected %s", what);
+        cfg_errf(ld, w, "missing, expected %s", what);
         return NULL;
     }
     if (!json_is_string(v) || !check(json_string_value(v))) {
-        show_json(v, shown);
-        errf(ld, w, "expected %s, got %s", what, shown);
+        cfg_show_json(v, shown);
+        cfg_errf(ld, w, "expected %s, got %s", what, shown);
         return NULL;
     }
     return json_string_value(v);
 }
 
 /* strdup that reports: the copy, or NULL after "out of memory". */
-static char *dup_or_fail(const loader *ld, const where *w, const char *s)
+char *cfg_dup(const loader *ld, const where *w, const char *s)
 {
     char *d = strdup(s);
 
     if (d == NULL)
-        errf(ld, w, "out of memory");
+        cfg_errf(ld, w, "out of memory");
     return d;
 }
 
@@ -639,14 +510,14 @@ static int load_listen(const loader *ld, const json_t *root, cfg *c)
     where w;
 
     top_where(ld, TOP_LISTEN, &w);
-    if (!json_is_string(v) || parse_listen(json_string_value(v), host, &c->listen_port) != 0) {
-        show_json(v, shown);
-        return errf(
+    if (!json_is_string(v) || cfg_parse_listen(json_string_value(v), host, &c->listen_port) != 0) {
+        cfg_show_json(v, shown);
+        return cfg_errf(
             ld, &w,
             "expected \"host:port\" with a port in 0..65535 (IPv6 as \"[::1]:8080\"), got %s",
             shown);
     }
-    c->listen_host = dup_or_fail(ld, &w, host);
+    c->listen_host = cfg_dup(ld, &w, host);
     return c->listen_host ? 0 : -1;
 }
 
@@ -660,7 +531,11 @@ static int load_ints(const loader *ld, const json_t *root, cfg *c)
         if (k->kind != KIND_INT)
             continue;
         top_where(ld, i, &w);
-        if (get_int(ld, &w, json_object_get(root, k->key), k->min, k->max, slot) != 0)
+        if (json_object_get(root, k->key) == NULL) {
+            *slot = k->def; /* a v1.2 key that default_json leaves out */
+            continue;
+        }
+        if (cfg_get_int(ld, &w, json_object_get(root, k->key), k->min, k->max, slot) != 0)
             return -1;
     }
     return 0;
@@ -673,64 +548,108 @@ static int load_name(const loader *ld, const json_t *v, size_t i, cfg *c)
     where w;
 
     val_where(ld, i, VK_NAME, NULL, &w);
-    name = get_string(ld, &w, json_object_get(v, "name"),
-                      "a name of 1..32 characters from [a-z0-9_]", name_ok);
+    name = cfg_get_string(ld, &w, json_object_get(v, "name"),
+                          "a name of 1..32 characters from [a-z0-9_]", cfg_name_ok);
     if (name == NULL)
         return -1;
     for (size_t j = 0; j < i; j++) {
         char shown[SHOW_MAX];
         if (strcmp(c->validations[j].name, name) != 0)
             continue;
-        show_string(name, shown);
-        return errf(ld, &w, "duplicate name %s (first at index %zu)", shown, j);
+        cfg_show_string(name, shown);
+        return cfg_errf(ld, &w, "duplicate name %s (first at index %zu)", shown, j);
     }
-    /* name_ok bounds the length to CFG_NAME_MAX; the array is zeroed, so the copy ends in NUL. */
+    /* cfg_name_ok bounds the length to CFG_NAME_MAX; the array is zeroed, so the copy ends in NUL.
+     */
     memcpy(c->validations[i].name, name, strlen(name));
     return 0;
 }
 
 /* A required string key (field or url) of validation i, checked and copied into *out. */
 static int load_val_string(const loader *ld, const json_t *v, size_t i, size_t k, const char *what,
-                           string_check check, char **out)
+                           cfg_string_check check, char **out)
 {
     const char *s;
     where w;
 
     val_where(ld, i, k, json_string_value(json_object_get(v, "name")), &w);
-    s = get_string(ld, &w, json_object_get(v, val_keys[k].key), what, check);
+    s = cfg_get_string(ld, &w, json_object_get(v, val_keys[k].key), what, check);
     if (s == NULL)
         return -1;
-    *out = dup_or_fail(ld, &w, s);
+    *out = cfg_dup(ld, &w, s);
     return *out ? 0 : -1;
+}
+
+/* The nested keys of validation i (cfg_blocks.c), after its flat keys. */
+static int load_val_blocks(const loader *ld, const json_t *v, size_t i, cfg_validation *out)
+{
+    for (size_t b = 0; cfg_val_blocks[b].key != NULL; b++) {
+        const cfg_val_block *blk = &cfg_val_blocks[b];
+        if (blk->load(ld, i, v, json_object_get(v, blk->key), out) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int load_validation(const loader *ld, const json_t *v, size_t i, cfg *c)
 {
-    const char *names[VK_COUNT];
+    const char *flat[VK_COUNT], *names[NAMES_MAX];
+    char joined[JOINED_MAX];
     cfg_validation *out = &c->validations[i];
     const json_t *timeout;
     char shown[SHOW_MAX];
+    size_t n;
     where w;
 
     for (size_t k = 0; k < VK_COUNT; k++)
-        names[k] = val_keys[k].key;
+        flat[k] = val_keys[k].key;
+    n = key_names(flat, VK_COUNT, val_block_key, names, NAMES_MAX, joined, sizeof joined);
     val_where(ld, i, VK_COUNT, NULL, &w);
     if (!json_is_object(v)) {
-        show_json(v, shown);
-        return errf(ld, &w, "expected an object with %s, got %s", VAL_KEY_NAMES, shown);
+        cfg_show_json(v, shown);
+        return cfg_errf(ld, &w, "expected an object with %s, got %s", VAL_KEY_NAMES, shown);
     }
-    if (check_keys(ld, &w, v, names, VK_COUNT, VAL_KEY_NAMES) != 0 || load_name(ld, v, i, c) != 0)
+    if (cfg_check_keys(ld, &w, v, names, n, joined) != 0 || load_name(ld, v, i, c) != 0)
         return -1;
-    if (load_val_string(ld, v, i, VK_FIELD, "a non-empty string", nonempty_ok, &out->field) != 0)
+    if (load_val_string(ld, v, i, VK_FIELD, "a non-empty string", cfg_nonempty_ok, &out->field) !=
+        0)
         return -1;
-    if (load_val_string(ld, v, i, VK_URL, "an http:// or https:// URL", url_ok, &out->url) != 0)
+    if (load_val_string(ld, v, i, VK_URL, "an http:// or https:// URL", cfg_url_ok, &out->url) != 0)
         return -1;
     timeout = json_object_get(v, "timeout_ms");
     out->timeout_ms = TIMEOUT_DEFAULT;
-    if (timeout == NULL)
-        return 0;
-    val_where(ld, i, VK_TIMEOUT, out->name, &w);
-    return get_int(ld, &w, timeout, TIMEOUT_MIN, TIMEOUT_MAX, &out->timeout_ms);
+    if (timeout != NULL) {
+        val_where(ld, i, VK_TIMEOUT, out->name, &w);
+        if (cfg_get_int(ld, &w, timeout, TIMEOUT_MIN, TIMEOUT_MAX, &out->timeout_ms) != 0)
+            return -1;
+    }
+    return load_val_blocks(ld, v, i, out);
+}
+
+/* The top-level blocks (cfg_blocks.c), after the flat keys and the validations. */
+static int load_top_blocks(const loader *ld, const json_t *root, cfg *c)
+{
+    for (size_t b = 0; cfg_top_blocks[b].key != NULL; b++) {
+        const cfg_top_block *blk = &cfg_top_blocks[b];
+        if (blk->load(ld, json_object_get(root, blk->key), c) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void cfg_val_where(const cfg_loader *ld, size_t i, const char *key, cfg_where *w)
+{
+    const int list_env = ld->top_env[TOP_VALIDATIONS];
+
+    w->source = list_env ? NULL : ld->source;
+    snprintf(w->key, sizeof w->key, "%s[%zu].%s",
+             list_env ? "CHECKOUTD_VALIDATIONS" : "validations", i, key);
+}
+
+void cfg_top_where(const cfg_loader *ld, const char *key, cfg_where *w)
+{
+    w->source = ld->source;
+    snprintf(w->key, sizeof w->key, "%s", key);
 }
 
 static int load_validations(const loader *ld, const json_t *root, cfg *c)
@@ -742,13 +661,13 @@ static int load_validations(const loader *ld, const json_t *root, cfg *c)
 
     top_where(ld, TOP_VALIDATIONS, &w);
     if (!json_is_array(list)) {
-        show_json(list, shown);
-        return errf(ld, &w, "expected an array of 1..%d validations, got %s", CFG_MAX_VALIDATIONS,
-                    shown);
+        cfg_show_json(list, shown);
+        return cfg_errf(ld, &w, "expected an array of 1..%d validations, got %s",
+                        CFG_MAX_VALIDATIONS, shown);
     }
     n = json_array_size(list);
     if (n < 1 || n > CFG_MAX_VALIDATIONS)
-        return errf(ld, &w, "expected 1..%d validations, got %zu", CFG_MAX_VALIDATIONS, n);
+        return cfg_errf(ld, &w, "expected 1..%d validations, got %zu", CFG_MAX_VALIDATIONS, n);
     /* Entries are zeroed until loaded, so cfg_free may run on a partly loaded list. */
     c->nvalidations = n;
     for (size_t i = 0; i < n; i++) {
@@ -781,22 +700,22 @@ int cfg_load_string(cfg *out, const char *json_text, const char *source, cfg_get
     if (out != NULL)
         memset(out, 0, sizeof *out);
     if (out == NULL || json_text == NULL) {
-        errf(&ld, &whole, "no config given");
+        cfg_errf(&ld, &whole, "no config given");
         goto fail;
     }
     root = parse_json(&ld, &whole, json_text);
     if (root == NULL)
         goto fail;
     if (!json_is_object(root)) {
-        show_json(root, shown);
-        errf(&ld, &whole, "expected a JSON object at the top level, got %s", shown);
+        cfg_show_json(root, shown);
+        cfg_errf(&ld, &whole, "expected a JSON object at the top level, got %s", shown);
         goto fail;
     }
     if (check_top_keys(&ld, root) != 0 || fill_defaults(&ld, root) != 0 ||
         apply_env(&ld, root) != 0)
         goto fail;
     if (load_listen(&ld, root, &c) != 0 || load_ints(&ld, root, &c) != 0 ||
-        load_validations(&ld, root, &c) != 0)
+        load_validations(&ld, root, &c) != 0 || load_top_blocks(&ld, root, &c) != 0)
         goto fail;
     /* c moves into *out: nothing is left for the cleanup to free. */
     *out = c;
@@ -819,26 +738,26 @@ static char *read_text(const loader *ld)
 
     f = fopen(ld->source, "rb");
     if (f == NULL) {
-        errf(ld, &w, "cannot open: %s", strerror(errno));
+        cfg_errf(ld, &w, "cannot open: %s", strerror(errno));
         goto fail;
     }
     buf = malloc(CFG_FILE_MAX + 2);
     if (buf == NULL) {
-        errf(ld, &w, "out of memory");
+        cfg_errf(ld, &w, "out of memory");
         goto fail;
     }
     len = fread(buf, 1, CFG_FILE_MAX + 1, f);
     if (ferror(f)) {
-        errf(ld, &w, "cannot read: %s", strerror(errno));
+        cfg_errf(ld, &w, "cannot read: %s", strerror(errno));
         goto fail;
     }
     if (len > CFG_FILE_MAX) {
-        errf(ld, &w, "larger than %d bytes", CFG_FILE_MAX);
+        cfg_errf(ld, &w, "larger than %d bytes", CFG_FILE_MAX);
         goto fail;
     }
     /* A NUL would silently end the text that jansson sees. */
     if (memchr(buf, '\0', len) != NULL) {
-        errf(ld, &w, "contains a NUL byte; expected JSON text");
+        cfg_errf(ld, &w, "contains a NUL byte; expected JSON text");
         goto fail;
     }
     buf[len] = '\0';
@@ -882,6 +801,14 @@ void cfg_free(cfg *c)
     for (size_t i = 0; i < c->nvalidations && i < CFG_MAX_VALIDATIONS; i++) {
         free(c->validations[i].field);
         free(c->validations[i].url);
+        for (size_t b = 0; cfg_val_blocks[b].key != NULL; b++) {
+            if (cfg_val_blocks[b].free != NULL)
+                cfg_val_blocks[b].free(&c->validations[i]);
+        }
+    }
+    for (size_t b = 0; cfg_top_blocks[b].key != NULL; b++) {
+        if (cfg_top_blocks[b].free != NULL)
+            cfg_top_blocks[b].free(c);
     }
     memset(c, 0, sizeof *c);
 }
