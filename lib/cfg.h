@@ -44,6 +44,25 @@
  *   CHECKOUTD_VALIDATIONS[0].url: expected an http:// or https:// URL, got "ftp://x"
  * Values shown are quoted, escaped and cut, so that a message is always one line; the whole
  * message is cut to errlen.
+ *
+ * v1.2 per-validation keys (lib/cfg_upstream.c):
+ *   headers  {"Name": "value", ...}: at most 32, names HTTP tokens (RFC 9110), unique ignoring
+ *            case, none of the names the service sets itself (Host, Content-Type,
+ *            Content-Length, Transfer-Encoding, Connection, Expect, X-Request-Id,
+ *            Idempotency-Key, traceparent, X-Checkout-Attempt, X-Checkout-Timeout-Ms, any
+ *            case). In a value every "${NAME}" (NAME in [A-Z0-9_]+) is replaced by that
+ *            variable, read through getenv_fn at load; "${" always starts a reference (no
+ *            escape). After expansion a value is printable ASCII (0x20..0x7e: no CR, LF, tab or
+ *            control character) and names plus values take at most 8192 bytes. Values are
+ *            secrets: no message shows one, expanded or not (messages name the header and the
+ *            variable), e.g.
+ *              x.json: validations[2].headers.Authorization: environment variable
+ *              PAYMENT_API_TOKEN is not set
+ *   tls      {"ca_file": P, "cert_file": P, "key_file": P}, each optional, a non-empty path to
+ *            a file that can be read at load ("...tls.ca_file: cannot read "/x.pem": No such
+ *            file or directory"); cert_file and key_file both or neither; refused when the url
+ *            is http://. The contents are checked by the TLS library at the first connection
+ *            (a bad file is then a transport error of that validation).
  */
 #ifndef CHECKOUTD_CFG_H
 #define CHECKOUTD_CFG_H
@@ -53,11 +72,32 @@
 #define CFG_MAX_VALIDATIONS 32
 #define CFG_NAME_MAX        32
 
+#define CFG_MAX_HEADERS   32   /* headers of one validation */
+#define CFG_HEADERS_BYTES 8192 /* their names and (expanded) values, in all */
+
+/* One configured upstream header (lib/cfg_upstream.c). line is a secret (it holds the value):
+ * it goes into upstream requests and nowhere else — no log, message, metric or status page. */
+typedef struct cfg_header {
+    char *name; /* an HTTP token, as written: safe to show */
+    char *line; /* "Name: value" as libcurl sends it ("Name;" for an empty value) */
+} cfg_header;
+
+/* The TLS files of an https:// validation; NULL when not given. */
+typedef struct cfg_tls {
+    char *ca_file;   /* PEM bundle that replaces the system CAs */
+    char *cert_file; /* client certificate; set exactly when key_file is */
+    char *key_file;
+} cfg_tls;
+
 typedef struct cfg_validation {
     char name[CFG_NAME_MAX + 1]; /* [a-z0-9_]{1,32} */
     char *field;                 /* non-empty */
     char *url;                   /* http:// or https://, query string kept */
     long timeout_ms;             /* 1..600000, default 1000 */
+    /* v1.2 "headers": 0..CFG_MAX_HEADERS extra request headers, ${NAME} expanded at load */
+    size_t nheaders;
+    cfg_header *headers;
+    cfg_tls tls; /* v1.2 "tls": only on an https:// url */
 } cfg_validation;
 
 typedef struct cfg {

@@ -5,6 +5,8 @@
 #include <stddef.h>
 
 const cfg_val_block cfg_val_blocks[] = {
+    {"headers", cfg_headers_load, cfg_headers_free}, /* cfg_upstream.c */
+    {"tls", cfg_tls_load, cfg_tls_free},             /* cfg_upstream.c */
     {NULL, NULL, NULL},
 };
 

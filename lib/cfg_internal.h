@@ -86,6 +86,14 @@ typedef struct cfg_top_block {
     void (*free)(cfg *out);
 } cfg_top_block;
 
+/* lib/cfg_upstream.c: "headers" and "tls" of a validation (cfg_val_block load and free). */
+int cfg_headers_load(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
+                     cfg_validation *out);
+void cfg_headers_free(cfg_validation *out);
+int cfg_tls_load(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
+                 cfg_validation *out);
+void cfg_tls_free(cfg_validation *out);
+
 /* The tables (lib/cfg_blocks.c), each ended by an entry whose key is NULL. */
 extern const cfg_val_block cfg_val_blocks[];
 extern const cfg_top_block cfg_top_blocks[];
