@@ -60,8 +60,9 @@ $(B)/obj/%.o: %.c
 $(B)/checkoutd: $(call obj,service/main.c) $(SVC_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# fake-upstreams' https mode calls GnuTLS itself (to require client certificates).
 $(B)/fake-upstreams: $(UP_OBJ)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs gnutls 2>/dev/null) -o $@
 
 $(B)/tests/%: $(call obj,tests/%.c) $(SUP_OBJ) $(SVC_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -18,6 +18,7 @@
  * remaining calls). Finishing after reading all messages is what makes "failures observed in the
  * same turn are all reported" hold. */
 #include "tg.h"
+#include "tg_tls.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -49,6 +50,7 @@ typedef struct tg_call {
     char *body;
     size_t body_len;
     long timeout_ms;
+    tg_tls tls; /* borrowed strings (tg_call_tls) */
     char *resp; /* the upstream's body as it arrives */
     size_t resp_len, resp_cap, resp_limit;
     int resp_too_big;
@@ -267,6 +269,9 @@ static void call_classify(tg_call *c, int curl_code, long status, const char *bo
     } else if (curl_code == CURLE_WEIRD_SERVER_REPLY || curl_code == CURLE_BAD_CONTENT_ENCODING ||
                curl_code == CURLE_UNSUPPORTED_PROTOCOL) {
         call_fail(c, TG_INVALID_RESPONSE, "answered garbage: %s", curl_error);
+    } else if (tg_tls_failure((CURLcode)curl_code, curl_error) != NULL) {
+        call_fail(c, TG_TRANSPORT, "%s: %s", tg_tls_failure((CURLcode)curl_code, curl_error),
+                  curl_error);
     } else if (curl_code != CURLE_OK) {
         call_fail(c, TG_TRANSPORT, "unreachable: %s", curl_error);
     } else if (status >= 200 && status < 300) {
@@ -384,6 +389,7 @@ static int call_start(tg_loop *l, tg_call *c)
      * checkout). Bigger bodies, and header lines, just take more reads; header lines are
      * collected in a buffer of their own, not limited by this one. */
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 1024L);
+    tg_tls_apply(e, &c->tls); /* on every start: see tg_tls.h */
     if (curl_multi_add_handle(l->multi, e) != CURLM_OK) {
         curl_easy_cleanup(e);
         return -ENOMEM;
@@ -449,6 +455,11 @@ fail:
     free(url_copy);
     curl_slist_free_all(list);
     return -ENOMEM;
+}
+
+void tg_call_tls(tg_group *g, size_t i, const tg_tls *tls)
+{
+    g->calls[i].tls = *tls;
 }
 
 void tg_group_free(tg_group *g)

@@ -100,6 +100,17 @@ tg_group *tg_group_new(size_t ncalls, long deadline_ms, tg_done_fn done, void *u
  * url with headers (NULL-terminated "Name: value" strings, copied) and a timeout. 0 or -ENOMEM. */
 int tg_call_set(tg_group *g, size_t i, const char *url, char *body, size_t body_len,
                 const char *const headers[], long timeout_ms);
+/* The TLS files of call i's https:// transfer (lib/tg_tls.h); a NULL member keeps libcurl's
+ * default (the system CAs, no client certificate). The strings are not copied: they must outlive
+ * the group (checkoutd's live in its cfg). Certificates are always verified; a TLS failure is
+ * TG_TRANSPORT, its message "failed TLS certificate verification: <libcurl's reason>" or "failed
+ * the TLS handshake: <reason>". A call never given one uses no TLS files. */
+typedef struct tg_tls {
+    const char *ca_file;   /* replaces the system CAs */
+    const char *cert_file; /* client certificate (PEM), with key_file */
+    const char *key_file;
+} tg_tls;
+void tg_call_tls(tg_group *g, size_t i, const tg_tls *tls);
 /* Records call i's outcome as the loop does when its transfer ends, by the contract's table:
  * curl_code (a CURLcode; 0 when a whole HTTP answer came), the HTTP status (0: none), the body
  * bytes, whether the body passed the size limit, and libcurl's message (NULL: its generic one).

@@ -185,6 +185,25 @@ static char *upstream_body(const cfg_validation *v, json_t *order, const jspan_m
     return body;
 }
 
+#define CO_COMMON_HEADERS 4 /* Content-Type, X-Request-Id, Idempotency-Key, traceparent */
+
+/* The header lines of validation v's request: the checkout's own (common, NULL-ended), then v's
+ * configured ones, made "Name: value" lines by cfg at start (none is a name set here). Without
+ * configured headers, common itself: the default path costs nothing more. */
+static const char *const *call_headers(const cfg_validation *v, const char *const common[],
+                                       const char *out[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1])
+{
+    size_t n = 0;
+    if (v->nheaders == 0)
+        return common;
+    for (; common[n] != NULL && n < CO_COMMON_HEADERS; n++)
+        out[n] = common[n];
+    for (size_t h = 0; h < v->nheaders && h < CFG_MAX_HEADERS; h++)
+        out[n++] = v->headers[h].line;
+    out[n] = NULL;
+    return out;
+}
+
 /* {"order_id": ..., "<field>": <that field of the request, unchanged>} for each validation. */
 static int build_calls(co_service *s, co_checkout *c, json_t *order, const co_request *req,
                        const char *const headers[])
@@ -203,9 +222,15 @@ static int build_calls(co_service *s, co_checkout *c, json_t *order, const co_re
         char *body = upstream_body(v, order, members, nm, id_json, &len);
         if (body == NULL)
             goto fail;
-        if (tg_call_set(c->group, i, v->url, body, len, headers, v->timeout_ms) != 0) {
+        const char *lines[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1];
+        if (tg_call_set(c->group, i, v->url, body, len, call_headers(v, headers, lines),
+                        v->timeout_ms) != 0) {
             free(body);
             goto fail;
+        }
+        if (v->tls.ca_file != NULL || v->tls.cert_file != NULL) {
+            const tg_tls tls = {v->tls.ca_file, v->tls.cert_file, v->tls.key_file};
+            tg_call_tls(c->group, i, &tls);
         }
     }
     rc = 0;
@@ -260,7 +285,7 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
     }
 
     char h_id[CO_ID_MAX + 32], h_idem[600], h_trace[600];
-    const char *headers[5];
+    const char *headers[CO_COMMON_HEADERS + 1];
     size_t nh = 0;
     headers[nh++] = "Content-Type: application/json";
     snprintf(h_id, sizeof(h_id), "X-Request-Id: %s", c->request_id);

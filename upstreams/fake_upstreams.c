@@ -32,6 +32,9 @@ typedef struct fu_cli {
     unsigned long latency_ms;
     unsigned long jitter_ms;
     unsigned long slow_ms;
+    const char *tls_cert; /* paths given; NULL: plain http */
+    const char *tls_key;
+    const char *tls_client_ca;
     int help;
 } fu_cli;
 
@@ -48,7 +51,11 @@ static void fu_usage(FILE *f)
                "Every answer waits latency-ms + random(0..jitter-ms) ms; payment token tok_slow "
                "waits slow-ms more.\n"
                "Any port also answers GET /_fake/stats and GET /_fake/last. SIGTERM/SIGINT stop "
-               "it (exit 0).\n");
+               "it (exit 0).\n"
+               "\n"
+               "https: --tls-cert FILE --tls-key FILE (PEM) serve every role over TLS;\n"
+               "       --tls-client-ca FILE also requires a client certificate signed by that "
+               "CA.\n");
 }
 
 /* A decimal number 0..max, the whole string. */
@@ -78,6 +85,9 @@ static fu_status fu_parse_cli(int argc, char **argv, fu_cli *cli)
         {"latency-ms", required_argument, NULL, 'l'},
         {"jitter-ms", required_argument, NULL, 'j'},
         {"slow-ms", required_argument, NULL, 's'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
+        {"tls-client-ca", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -92,6 +102,9 @@ static fu_status fu_parse_cli(int argc, char **argv, fu_cli *cli)
     cli->latency_ms = 0;
     cli->jitter_ms = 0;
     cli->slow_ms = 5000;
+    cli->tls_cert = NULL;
+    cli->tls_key = NULL;
+    cli->tls_client_ca = NULL;
     cli->help = 0;
     for (;;) {
         c = getopt_long(argc, argv, "", longopts, &idx);
@@ -105,8 +118,12 @@ static fu_status fu_parse_cli(int argc, char **argv, fu_cli *cli)
             cli->help = 1;
             continue;
         }
-        if (c == 'H') {
-            cli->host = optarg;
+        if (c == 'H' || c == 'C' || c == 'K' || c == 'T') {
+            const char **slot = c == 'H'   ? &cli->host
+                                : c == 'C' ? &cli->tls_cert
+                                : c == 'K' ? &cli->tls_key
+                                           : &cli->tls_client_ca;
+            *slot = optarg;
             continue;
         }
         /* Every other option is a number: ports up to 65535, delays up to FU_MAX_MS. */
@@ -130,6 +147,13 @@ static fu_status fu_parse_cli(int argc, char **argv, fu_cli *cli)
         else
             cli->slow_ms = v;
     }
+    if ((cli->tls_cert == NULL) != (cli->tls_key == NULL) ||
+        (cli->tls_client_ca != NULL && cli->tls_cert == NULL)) {
+        fprintf(stderr, "fake-upstreams: --tls-cert and --tls-key go together; --tls-client-ca "
+                        "needs them\n");
+        st = FU_EINVAL;
+        goto fail;
+    }
     if (optind < argc) {
         fprintf(stderr, "fake-upstreams: unexpected argument '%s'\n", argv[optind]);
         st = FU_EINVAL;
@@ -138,6 +162,45 @@ static fu_status fu_parse_cli(int argc, char **argv, fu_cli *cli)
     return FU_OK;
 fail:
     return st;
+}
+
+/* The whole file (at most 1 MiB: a PEM bundle) as a string for libmicrohttpd; NULL after a
+ * message. path NULL: NULL, no message. */
+static char *fu_read_pem(const char *path, const char *option)
+{
+    FILE *f = NULL;
+    char *text = NULL;
+    size_t len;
+
+    if (path == NULL)
+        return NULL;
+    f = fopen(path, "rb");
+    if (f == NULL)
+        goto fail;
+    text = malloc(FU_MAX_BODY + 1);
+    if (text == NULL)
+        goto fail;
+    len = fread(text, 1, FU_MAX_BODY, f);
+    if (ferror(f) || len == 0 || len == FU_MAX_BODY)
+        goto fail;
+    text[len] = '\0';
+    fclose(f);
+    return text;
+fail:
+    fprintf(stderr, "fake-upstreams: --%s: cannot read %s (or empty, or over 1 MiB): %s\n", option,
+            path, strerror(errno));
+    if (f != NULL)
+        fclose(f);
+    free(text);
+    return NULL;
+}
+
+/* After the daemons stopped: they read the texts at start. */
+static void fu_free_pems(fu_role_opts *opts)
+{
+    free((char *)opts->tls_cert);
+    free((char *)opts->tls_key);
+    free((char *)opts->tls_trust);
 }
 
 /* After fu_timer_stop every held answer has been released; give the daemons up to limit_ms to send
@@ -184,6 +247,7 @@ int main(int argc, char **argv)
     const char *lb;
     const char *rb;
 
+    memset(&opts, 0, sizeof(opts));
     setvbuf(stdout, NULL, _IOLBF, 0);
     st = fu_parse_cli(argc, argv, &cli);
     if (st != FU_OK) {
@@ -214,6 +278,12 @@ int main(int argc, char **argv)
     opts.jitter_ms = cli.jitter_ms;
     opts.slow_ms = cli.slow_ms;
     opts.max_body = FU_MAX_BODY;
+    opts.tls_cert = fu_read_pem(cli.tls_cert, "tls-cert");
+    opts.tls_key = fu_read_pem(cli.tls_key, "tls-key");
+    opts.tls_trust = fu_read_pem(cli.tls_client_ca, "tls-client-ca");
+    if ((cli.tls_cert != NULL && (opts.tls_cert == NULL || opts.tls_key == NULL)) ||
+        (cli.tls_client_ca != NULL && opts.tls_trust == NULL))
+        goto fail;
     lb = strchr(cli.host, ':') != NULL ? "[" : ""; /* IPv6 literals print as [::1]:PORT */
     rb = *lb != '\0' ? "]" : "";
     for (int i = 0; i < FU_RULES_NROLES; i++) {
@@ -228,8 +298,11 @@ int main(int argc, char **argv)
         }
     }
     for (int i = 0; i < FU_RULES_NROLES; i++)
-        printf("%s listening on %s%s%s:%u\n", fu_role_name(roles[i]), lb, cli.host, rb,
-               (unsigned)fu_role_port(roles[i]));
+        printf("%s listening on %s%s%s:%u%s\n", fu_role_name(roles[i]), lb, cli.host, rb,
+               (unsigned)fu_role_port(roles[i]),
+               cli.tls_client_ca ? " (https, client certificate required)"
+               : cli.tls_cert    ? " (https)"
+                                 : "");
     printf("ready\n");
     fflush(stdout);
     fprintf(stderr,
@@ -251,6 +324,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < FU_RULES_NROLES; i++)
         fu_role_destroy(roles[i]);
     fu_timer_destroy(timer);
+    fu_free_pems(&opts);
     fprintf(stderr, "{\"event\":\"stopped\"}\n");
     return 0;
 fail:
@@ -259,5 +333,6 @@ fail:
     for (int i = 0; i < FU_RULES_NROLES; i++)
         fu_role_destroy(roles[i]);
     fu_timer_destroy(timer);
+    fu_free_pems(&opts);
     return 1;
 }

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <microhttpd.h>
 
@@ -41,6 +42,8 @@ struct fu_role {
     unsigned long jitter_ms;
     unsigned long slow_ms;
     unsigned long max_body;
+    bool tls;          /* https */
+    bool require_cert; /* https with a client CA: the handshake requires a certificate */
     uint64_t rng;      /* xorshift64 state: daemon thread only */
     unsigned long seq; /* POSTs so far, numbers authorization ids: daemon thread only */
     json_t *last;      /* the /_fake/last document: daemon thread only (and destroy, after stop) */
@@ -208,6 +211,43 @@ static enum MHD_Result fu_role_add_header(void *cls, enum MHD_ValueKind kind, co
     return MHD_YES;
 }
 
+/* Whether the client of an https connection presented a certificate that verified against the
+ * client CA (GnuTLS checked it in the handshake when one is required). */
+static bool fu_role_client_cert(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    unsigned int status = 0;
+    unsigned int n = 0;
+
+    if (info == NULL || info->tls_session == NULL)
+        return false;
+    if (gnutls_certificate_get_peers((gnutls_session_t)info->tls_session, &n) == NULL || n == 0)
+        return false;
+    return gnutls_certificate_verify_peers2((gnutls_session_t)info->tls_session, &status) == 0 &&
+           status == 0;
+}
+
+/* A new connection, before its TLS handshake: with a client CA, a certificate is required and
+ * verified in the handshake itself (libmicrohttpd only requests one), as an mTLS server does. */
+static void fu_role_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                           enum MHD_ConnectionNotificationCode toe)
+{
+    fu_role *r = cls;
+    const union MHD_ConnectionInfo *info;
+    gnutls_session_t session;
+
+    (void)socket_context;
+    if (toe != MHD_CONNECTION_NOTIFY_STARTED || !r->require_cert)
+        return;
+    info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (info == NULL || info->tls_session == NULL)
+        return;
+    session = (gnutls_session_t)info->tls_session;
+    gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE);
+    gnutls_session_set_verify_cert(session, NULL, 0);
+}
+
 /* Keeps this POST's path, query, headers and body for GET /_fake/last. O(headers + body). */
 static fu_status fu_role_record_last(fu_role *r, fu_req *q, struct MHD_Connection *conn,
                                      const char *url)
@@ -227,6 +267,12 @@ static fu_status fu_role_record_last(fu_role *r, fu_req *q, struct MHD_Connectio
         body = json_loadb(q->buf != NULL ? q->buf : "", q->len, 0, NULL);
     doc = json_pack("{s:s,s:s?,s:O,s:O?}", "path", url, "query", query != NULL ? query + 1 : NULL,
                     "headers", hdrs, "body", body);
+    if (doc != NULL && r->tls &&
+        json_object_set_new(doc, "tls",
+                            json_pack("{s:b}", "client_cert", fu_role_client_cert(conn))) != 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
     if (doc == NULL) {
         st = FU_ENOMEM;
         goto fail;
@@ -480,6 +526,26 @@ fu_status fu_role_start(fu_role **out, fu_rules_role role, const fu_role_opts *o
     flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     if (v6)
         flags |= MHD_USE_IPv6;
+    /* The TLS options go in an array so that one call starts both kinds of daemon. */
+    struct MHD_OptionItem tls[5];
+    size_t ntls = 0;
+    if (opts->tls_cert != NULL) {
+        flags |= MHD_USE_TLS;
+        r->tls = true;
+        tls[ntls++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)opts->tls_cert};
+        tls[ntls++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)opts->tls_key};
+        if (opts->tls_trust != NULL) {
+            r->require_cert = true;
+            tls[ntls++] =
+                (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, (void *)opts->tls_trust};
+            /* libmicrohttpd ends a failed handshake without an alert: under TLS 1.3 the client
+             * would only see an empty reply after its side of the handshake; under TLS 1.2 it
+             * sees the handshake fail, as with an mTLS server that sends its alert. */
+            tls[ntls++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                                  (void *)"NORMAL:-VERS-TLS1.3"};
+        }
+    }
+    tls[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     /* The daemon thread inherits this mask: signals are for the main thread only. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -487,7 +553,8 @@ fu_status fu_role_start(fu_role **out, fu_rules_role role, const fu_role_opts *o
         flags, opts->port, NULL, NULL, fu_role_access, r, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, FU_ROLE_CONN_LIMIT,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, FU_ROLE_BACKLOG, MHD_OPTION_URI_LOG_CALLBACK,
-        fu_role_uri_log, r, MHD_OPTION_NOTIFY_COMPLETED, fu_role_completed, r, MHD_OPTION_END);
+        fu_role_uri_log, r, MHD_OPTION_NOTIFY_COMPLETED, fu_role_completed, r,
+        MHD_OPTION_NOTIFY_CONNECTION, fu_role_notify, r, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r->daemon == NULL) {
         st = FU_ELISTEN;

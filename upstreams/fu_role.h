@@ -7,6 +7,8 @@
  *   GET /_fake/last  -> 200 {"path":P,"query":Q|null,"headers":{lower-case name: value},
  *                            "body":<last POST body as JSON, null if it was not JSON>}
  *                       404 {"error":"not_found",...} before the first POST.
+ *                       With https, "tls": {"client_cert": true|false} tells whether the client
+ *                       presented a (verified) certificate.
  * requests counts every request to a role path (not /_fake/...); answered those given an answer;
  * closed_early those whose client hung up while held; pending those held now. */
 #ifndef FU_ROLE_H
@@ -25,6 +27,12 @@ typedef struct fu_role_opts {
     unsigned long jitter_ms;  /* plus uniform random 0..jitter_ms */
     unsigned long slow_ms;    /* plus this for payment token tok_slow */
     unsigned long max_body;   /* larger POST bodies get 413 */
+    /* https (libmicrohttpd with GnuTLS): PEM texts, not paths; NULL cert: plain http. */
+    const char *tls_cert; /* server certificate (chain), with tls_key */
+    const char *tls_key;
+    const char *tls_trust; /* CA of client certificates: then a client certificate signed by it
+                            * is required in the TLS handshake (no certificate: the handshake
+                            * fails, the client sees a TLS error, not an HTTP answer) */
 } fu_role_opts;
 
 typedef struct fu_role fu_role;
