@@ -60,7 +60,8 @@ $(B)/obj/%.o: %.c
 $(B)/checkoutd: $(call obj,service/main.c) $(SVC_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-# fake-upstreams' https mode calls GnuTLS itself (to require client certificates).
+# fake-upstreams' https mode calls GnuTLS itself (to require client certificates); libgnutls28-dev
+# comes with libmicrohttpd-dev, libgnutls30 with libmicrohttpd12.
 $(B)/fake-upstreams: $(UP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs gnutls 2>/dev/null) -o $@
 

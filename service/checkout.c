@@ -196,7 +196,7 @@ static const char *const *call_headers(const cfg_validation *v, const char *cons
     size_t n = 0;
     if (v->nheaders == 0)
         return common;
-    for (; common[n] != NULL && n < CO_COMMON_HEADERS; n++)
+    for (; n < CO_COMMON_HEADERS && common[n] != NULL; n++)
         out[n] = common[n];
     for (size_t h = 0; h < v->nheaders && h < CFG_MAX_HEADERS; h++)
         out[n++] = v->headers[h].line;
