@@ -59,10 +59,10 @@
  *              x.json: validations[2].headers.Authorization: environment variable
  *              PAYMENT_API_TOKEN is not set
  *   tls      {"ca_file": P, "cert_file": P, "key_file": P}, each optional, a non-empty path to
- *            a file that can be read at load ("...tls.ca_file: cannot read "/x.pem": No such
- *            file or directory"); cert_file and key_file both or neither; refused when the url
- *            is http://. The contents are checked by the TLS library at the first connection
- *            (a bad file is then a transport error of that validation).
+ *            a regular file (or a link to one) that can be opened for reading at load
+ * ("...tls.ca_file: cannot read "/x.pem": No such file or directory"); cert_file and key_file both
+ * or neither; refused when the url is http://. The contents are checked by the TLS library at the
+ * first connection (a bad file is then a transport error of that validation).
  */
 #ifndef CHECKOUTD_CFG_H
 #define CHECKOUTD_CFG_H

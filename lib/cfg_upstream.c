@@ -5,8 +5,8 @@
  * checkout pays nothing for it but the header itself. Values are secrets: no message built here
  * shows any byte of one — before expansion it may hold a literal token, after it the variable's
  * value — only the header's name and a variable's name, which are config text.
- * tls: the paths are kept as given; a file is opened and one byte read at load, so that a typo or
- * a missing permission stops the start instead of failing every checkout later. */
+ * tls: the paths are kept as given; each file is opened at load, so that a typo or a missing
+ * permission stops the start instead of failing every checkout later. */
 #include "cfg_internal.h"
 
 #include <errno.h>
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* "${" + a variable name + "}": names longer than this are refused (no environment has them). */
@@ -261,23 +262,21 @@ void cfg_headers_free(cfg_validation *out)
 
 /* ---- tls ---- */
 
-/* Opens path and reads a byte: a missing file, a directory or a missing permission fails now. */
+/* Opens path: a missing file or a missing permission fails now. Only a regular file (or a link to
+ * one) passes: a FIFO or a device could block the start, a directory holds no PEM. O_NONBLOCK
+ * keeps open itself from waiting on a FIFO. *err: an errno, or 0 for "not a regular file". */
 static int file_readable(const char *path, int *err)
 {
-    char byte;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 
     if (fd < 0) {
         *err = errno;
         return 0;
     }
-    if (read(fd, &byte, 1) < 0) {
-        *err = errno;
-        close(fd);
-        return 0;
-    }
+    *err = fstat(fd, &st) != 0 ? errno : 0;
     close(fd);
-    return 1;
+    return *err == 0 && S_ISREG(st.st_mode);
 }
 
 static int tls_file(const cfg_loader *ld, size_t i, const json_t *tls, const char *key, char **out)
@@ -297,7 +296,8 @@ static int tls_file(const cfg_loader *ld, size_t i, const json_t *tls, const cha
         return -1;
     if (!file_readable(path, &err)) {
         cfg_show_string(path, shown);
-        return cfg_errf(ld, &w, "cannot read %s: %s", shown, strerror(err));
+        return cfg_errf(ld, &w, "cannot read %s: %s", shown,
+                        err ? strerror(err) : "not a regular file");
     }
     *out = cfg_dup(ld, &w, path);
     return *out ? 0 : -1;

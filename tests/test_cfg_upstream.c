@@ -422,7 +422,11 @@ static void test_tls_refusals(void **state)
              missing);
     REFUSED(HTTPS, extra, NULL, needle);
     snprintf(extra, sizeof extra, "\"tls\": {\"ca_file\": \"%s\"}", dir);
-    REFUSED(HTTPS, extra, NULL, "tls.ca_file: cannot read", "Is a directory");
+    REFUSED(HTTPS, extra, NULL, "tls.ca_file: cannot read", "not a regular file");
+    /* a device (or a FIFO) would block a reader: refused without reading */
+    REFUSED(HTTPS, "\"tls\": {\"ca_file\": \"/dev/stdin\"}", NULL, "tls.ca_file: cannot read");
+    REFUSED(HTTPS, "\"tls\": {\"ca_file\": \"/dev/null\"}", NULL,
+            "tls.ca_file: cannot read \"/dev/null\": not a regular file");
     snprintf(extra, sizeof extra, "\"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\"}", cert,
              missing);
     REFUSED(HTTPS, extra, NULL, "validations[0].tls.key_file: cannot read", "missing.pem");
