@@ -52,6 +52,7 @@ static const char *const fcfg_names[] = {
     "CHECKOUTD_FRAUD_URL",
     "CHECKOUTD_FRAUD_TIMEOUT_MS",
     "CHECKOUTD_FRAUD_FIELD",
+    "PAYMENT_API_TOKEN", /* v1.2: a header's ${PAYMENT_API_TOKEN} */
 };
 #define FCFG_NNAMES (sizeof(fcfg_names) / sizeof(fcfg_names[0]))
 
@@ -62,10 +63,36 @@ static struct {
     size_t n;
 } fcfg_env;
 
+/* v1.2 headers and tls: at most 32 lines "Name: value" (or "Name;"), printable ASCII, 8 KiB of
+ * names and values; tls files only on an https:// url, a key with every certificate. */
+static void fcfg_check_upstream(const cfg_validation *v)
+{
+    size_t bytes = 0;
+    FCFG_CHECK(v->nheaders <= CFG_MAX_HEADERS, "%zu headers", v->nheaders);
+    for (size_t h = 0; h < v->nheaders; h++) {
+        const char *line = v->headers[h].line;
+        size_t n = strlen(v->headers[h].name);
+        FCFG_CHECK(n > 0 && strncmp(line, v->headers[h].name, n) == 0 &&
+                       (strcmp(line + n, ";") == 0 || strncmp(line + n, ": ", 2) == 0),
+                   "header line of %s", v->headers[h].name);
+        for (const char *p = line; *p != '\0'; p++)
+            FCFG_CHECK(*p >= 0x20 && *p < 0x7f, "control or non-ASCII byte in a header line");
+        bytes += n + (line[n] == ';' ? 0 : strlen(line + n + 2));
+    }
+    FCFG_CHECK(bytes <= CFG_HEADERS_BYTES, "%zu bytes of headers", bytes);
+    if (v->tls.ca_file != NULL || v->tls.cert_file != NULL)
+        FCFG_CHECK(strncmp(v->url, "https://", 8) == 0, "tls on %s", v->url);
+    FCFG_CHECK((v->tls.cert_file == NULL) == (v->tls.key_file == NULL), "cert without key");
+}
+
 static const char *fcfg_getenv(const char *name)
 {
-    /* cfg builds CHECKOUTD_<NAME>_TIMEOUT_MS from a 32-character name at most: 54 bytes. */
-    FCFG_CHECK(strncmp(name, "CHECKOUTD_", 10) == 0 && strlen(name) < 64,
+    /* cfg builds CHECKOUTD_<NAME>_TIMEOUT_MS from a 32-character name at most: 54 bytes; a
+     * header's ${NAME} asks for NAME, [A-Z0-9_]{1,128}. */
+    size_t len = strlen(name);
+    FCFG_CHECK((strncmp(name, "CHECKOUTD_", 10) == 0 && len < 64) ||
+                   (len >= 1 && len <= 128 &&
+                    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == len),
                "asked for variable \"%s\"", name);
     for (size_t i = 0; i < fcfg_env.n; i++) {
         if (strcmp(fcfg_env.name[i], name) == 0)
@@ -162,6 +189,7 @@ static void fcfg_check_accepted(const cfg *c)
         FCFG_CHECK(v->url != NULL, "validations[%zu] without url", i);
         fcfg_check_url(v->url);
         fcfg_check_range("timeout_ms", v->timeout_ms, 1, 600000);
+        fcfg_check_upstream(v);
     }
     /* The environment wins over the text: an accepted numeric variable is the value in force. */
     static const struct {
