@@ -255,7 +255,8 @@ static void test_ca_and_headers(void **state)
              "{\"name\": \"payment\", \"field\": \"payment\", \"url\": "
              "\"https://127.0.0.1:%d/verify\", \"tls\": {\"ca_file\": \"%s\"}, \"headers\": "
              "{\"Authorization\": \"Bearer ${T11A_TOKEN}\", \"X-Api-Key\": \"${T11A_KEY}\", "
-             "\"X-Static\": \"plain\"}}",
+             "\"X-Static\": \"plain\", \"Accept\": \"application/json\", \"User-Agent\": "
+             "\"checkoutd-test\", \"X-Empty\": \"\"}}",
              w.up_port[0], w.ca, w.up_port[2], w.ca);
     assert_int_equal(start_daemon(vals, secret_env), 0);
     checkout(&r);
@@ -273,6 +274,10 @@ static void test_ca_and_headers(void **state)
                         "Bearer " SECRET_TOKEN);
     assert_string_equal(json_string_value(json_object_get(h, "x-api-key")), SECRET_KEY);
     assert_string_equal(json_string_value(json_object_get(h, "x-static")), "plain");
+    /* names libcurl would otherwise add or drop itself: the configured value wins */
+    assert_string_equal(json_string_value(json_object_get(h, "accept")), "application/json");
+    assert_string_equal(json_string_value(json_object_get(h, "user-agent")), "checkoutd-test");
+    assert_string_equal(json_string_value(json_object_get(h, "x-empty")), "");
     assert_string_equal(json_string_value(json_object_get(h, "content-type")), "application/json");
     assert_non_null(json_object_get(h, "x-request-id"));
     assert_true(json_is_false(json_object_get(json_object_get(last, "tls"), "client_cert")));
@@ -518,8 +523,8 @@ static void test_tg_options_do_not_leak(void **state)
     tg_loop_free(loop);
 }
 
-/* TLS 1.3 servers refuse a missing client certificate with an alert read after the handshake:
- * that receive error is named a handshake failure too; a plain receive error is not. */
+/* How TLS failures are named. TLS 1.3 servers refuse a missing client certificate with an alert
+ * read after the handshake: that receive error is a handshake failure too; a plain one is not. */
 static void test_tg_tls13_alert_is_tls(void **state)
 {
     tg_group *g = tg_group_new(2, 1000, on_done, NULL);
@@ -529,6 +534,19 @@ static void test_tg_tls13_alert_is_tls(void **state)
                    "OpenSSL SSL_read: error:0A00045C:SSL routines::tlsv13 alert certificate "
                    "required, errno 0");
     tg_call_record(g, 1, CURLE_RECV_ERROR, 0, "", 0, 0, "Connection reset by peer");
+    tg_group *g2 = tg_group_new(2, 1000, on_done, NULL);
+    assert_non_null(g2);
+    tg_call_record(g2, 0, CURLE_PEER_FAILED_VERIFICATION, 0, "", 0, 0,
+                   "SSL: no alternative certificate subject name matches target host name");
+    tg_call_record(g2, 1, CURLE_SSL_CERTPROBLEM, 0, "", 0, 0, "could not load PEM client cert");
+    assert_int_equal(tg_group_result(g2, 0)->kind, TG_TRANSPORT);
+    assert_string_equal(tg_group_result(g2, 0)->message,
+                        "failed TLS certificate verification: SSL: no alternative certificate "
+                        "subject name matches target host name");
+    assert_int_equal(tg_group_result(g2, 1)->kind, TG_TRANSPORT);
+    assert_string_equal(tg_group_result(g2, 1)->message,
+                        "failed the TLS handshake: could not load PEM client cert");
+    tg_group_free(g2);
     assert_int_equal(tg_group_result(g, 0)->kind, TG_TRANSPORT);
     assert_non_null(strstr(tg_group_result(g, 0)->message, "failed the TLS handshake: OpenSSL"));
     assert_string_equal(tg_group_result(g, 1)->message, "unreachable: Connection reset by peer");
