@@ -232,6 +232,9 @@ __attribute__((format(printf, 3, 4))) static void call_fail(tg_call *c, tg_kind 
     va_start(ap, fmt);
     vsnprintf(c->result.message, sizeof(c->result.message), fmt, ap);
     va_end(ap);
+    /* some of libcurl's messages end in a blank ("... in connection to 127.0.0.1:9103 ") */
+    for (size_t n = strlen(c->result.message); n > 0 && c->result.message[n - 1] == ' '; n--)
+        c->result.message[n - 1] = '\0';
 }
 
 static void record_failure(tg_call *c)
