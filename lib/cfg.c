@@ -70,6 +70,12 @@ static const top_key top_keys[] = {
      0},
     {"max_upstream_body_bytes", "CHECKOUTD_MAX_UPSTREAM_BODY_BYTES", KIND_INT, 1024, 67108864,
      offsetof(cfg, max_upstream_body_bytes), 0},
+    {"header_timeout_ms", "CHECKOUTD_HEADER_TIMEOUT_MS", KIND_INT, 100, 600000,
+     offsetof(cfg, header_timeout_ms), 10000},
+    {"idle_timeout_ms", "CHECKOUTD_IDLE_TIMEOUT_MS", KIND_INT, 1000, 3600000,
+     offsetof(cfg, idle_timeout_ms), 30000},
+    {"max_connections_per_ip", "CHECKOUTD_MAX_CONNECTIONS_PER_IP", KIND_INT, 0, 16384,
+     offsetof(cfg, max_connections_per_ip), 0},
     {"validations", "CHECKOUTD_VALIDATIONS", KIND_LIST, 0, 0, 0, 0},
 };
 #define NTOP            (sizeof top_keys / sizeof top_keys[0])

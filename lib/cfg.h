@@ -23,6 +23,9 @@
  *   CHECKOUTD_MAX_BODY_BYTES           max_body_bytes
  *   CHECKOUTD_MAX_INFLIGHT             max_inflight
  *   CHECKOUTD_MAX_UPSTREAM_BODY_BYTES  max_upstream_body_bytes
+ *   CHECKOUTD_HEADER_TIMEOUT_MS        header_timeout_ms       (v1.2, absent from default_json)
+ *   CHECKOUTD_IDLE_TIMEOUT_MS          idle_timeout_ms         (v1.2, absent from default_json)
+ *   CHECKOUTD_MAX_CONNECTIONS_PER_IP   max_connections_per_ip  (absent from default_json)
  *   CHECKOUTD_VALIDATIONS              the whole list: a JSON array in the form of the file's
  *                                      "validations"; it replaces the file's (or default) list
  *   CHECKOUTD_<NAME>_URL               url         of the validation called <name>, upper-cased
@@ -107,6 +110,13 @@ typedef struct cfg {
     long max_body_bytes;          /* 1..16777216, default 65536 */
     long max_inflight;            /* 1..1000000, default 10000 */
     long max_upstream_body_bytes; /* 1024..67108864, default 1048576 */
+    /* v1.2 "Slow clients": a request header must be complete within header_timeout_ms of the
+     * connection's opening (or of a kept-alive connection's next request); a kept-alive connection
+     * silent for idle_timeout_ms after an answer is closed. */
+    long header_timeout_ms; /* 100..600000, default 10000 */
+    long idle_timeout_ms;   /* 1000..3600000, default 30000 */
+    /* Open connections one client address may hold (0: no cap). */
+    long max_connections_per_ip; /* 0..16384, default 0 */
     size_t nvalidations;          /* 1..32 */
     cfg_validation validations[CFG_MAX_VALIDATIONS];
 } cfg;
