@@ -291,11 +291,23 @@ static void sweep_idle(edge *e, edge_conn *c, long long now)
     append_conn(e, c, EDGE_IDLE, now + e->check_ms);
 }
 
+long edge_wait_ms(const edge *e, long long now)
+{
+    long long next = -1;
+    for (int s = EDGE_HEADERS; s < EDGE_NSTATES; s++) {
+        const edge_conn *head = e->lists[s].head;
+        if (head != NULL && (next < 0 || head->due_ms < next))
+            next = head->due_ms;
+    }
+    if (next < 0)
+        return -1;
+    return next <= now ? 0 : (long)(next - now);
+}
+
 long edge_sweep(edge *e, long long now)
 {
     /* idle first: what it moves to headers is due later, never in this sweep */
     static const edge_state order[] = {EDGE_IDLE, EDGE_HEADERS, EDGE_LINGER};
-    long long next = -1;
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
         edge_list *l = &e->lists[order[i]];
         /* an entry re-appended to its own list is due later than now: the loop ends */
@@ -307,10 +319,5 @@ long edge_sweep(edge *e, long long now)
                 shut(e, c);
         }
     }
-    for (int s = EDGE_HEADERS; s < EDGE_NSTATES; s++) {
-        edge_list *l = &e->lists[s];
-        if (l->head != NULL && (next < 0 || l->head->due_ms < next))
-            next = l->head->due_ms;
-    }
-    return next < 0 ? -1 : (long)(next - now);
+    return edge_wait_ms(e, now);
 }

@@ -68,6 +68,8 @@ void edge_headers_done(edge *e, edge_conn *c);
 void edge_answered(edge *e, edge_conn *c, long long now);
 /* Answered early and the write side shut: closed EDGE_LINGER_MS later whatever it sends. */
 void edge_linger(edge *e, edge_conn *c, long long now);
+/* Milliseconds until the next entry is due (0: overdue), or -1 for none. */
+long edge_wait_ms(const edge *e, long long now);
 /* Acts on every entry due by now; returns the ms until the next one is due, or -1 for none. */
 long edge_sweep(edge *e, long long now);
 

@@ -14,6 +14,7 @@
  * before co_launch, so a fast reply cannot be lost. */
 #include "server.h"
 
+#include "edge.h"
 #include "metrics.h"
 
 #include <arpa/inet.h>
@@ -27,12 +28,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-#define SRV_CONNECTION_LIMIT     16384
-#define SRV_CONNECTION_TIMEOUT_S 30
-#define SRV_MAX_DISCARD_BYTES    (8u << 20) /* read and drop this much of an oversized body */
+#define SRV_CONNECTION_LIMIT 16384
+/* After an early 413 the rest of the body is read and dropped for at most EDGE_LINGER_MS and
+ * this many bytes (a lingering close: see answer_too_large), then the connection is closed. */
+#define SRV_LINGER_BYTES (1u << 20)
 /* libmicrohttpd's per-connection memory pool: the read buffer (request line, headers, body chunks
  * as they arrive), the parsed headers and the answer's header block. Allocated whole and cleared
  * on every request, so it is resident for every open client connection, idle or not. 8 KiB takes
@@ -49,6 +52,7 @@ typedef struct srv_worker {
     tg_loop *loop;
     size_t index;
     int quiesced; /* touched by the thread that drives the daemon only */
+    edge edge;    /* its connections' deadlines; touched by that thread only */
 } srv_worker;
 
 struct srv {
@@ -56,6 +60,7 @@ struct srv {
     size_t nworkers;
     const cfg *cfg;
     co_service *checkout;
+    edge_ipcap *cap; /* max_connections_per_ip, or NULL */
     int port;
     atomic_int draining;
     atomic_long pending; /* launched checkouts whose request has not completed */
@@ -64,12 +69,21 @@ struct srv {
 /* ROUTE_HEALTHZ..ROUTE_METRICS answer on the request's last call rather than its first: an answer
  * queued before the (empty) body was read makes libmicrohttpd close the connection, and probes and
  * scrapes should be able to keep theirs. */
-typedef enum route { ROUTE_CHECKOUT, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_METRICS, ROUTE_DONE } route;
+/* ROUTE_LINGER: answered 413 mid-body on the socket itself; the rest of the body is dropped. */
+typedef enum route {
+    ROUTE_CHECKOUT,
+    ROUTE_HEALTHZ,
+    ROUTE_READYZ,
+    ROUTE_METRICS,
+    ROUTE_DONE,
+    ROUTE_LINGER
+} route;
 
 typedef struct srv_request {
     srv *server;
     srv_worker *worker;
     struct MHD_Connection *conn;
+    edge_conn *edge; /* the connection's deadlines (its socket context), or NULL */
     route route;
     char *body;
     size_t body_len, body_cap;
@@ -82,10 +96,11 @@ typedef struct srv_request {
     co_answer answer;
 } srv_request;
 
-/* Queues a JSON answer; MHD frees a->body once sent. A NULL body (out of memory) becomes a 500.
- * allow: the Allow header of a 405, or NULL. */
-static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, const char *allow,
-                                   int close_connection)
+/* The response of a JSON answer, which takes a->body (MHD frees it with the response). A NULL
+ * body (out of memory) becomes a 500; *status gets the status to send. allow: the Allow header of
+ * a 405, or NULL. NULL when out of memory (a->body then stays ours: on_completed frees it). */
+static struct MHD_Response *make_response(co_answer *a, const char *allow, int close_connection,
+                                          int *status_out)
 {
     static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
     struct MHD_Response *r;
@@ -97,7 +112,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, co
         r = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
     }
     if (r == NULL)
-        return MHD_NO; /* a->body stays ours: on_completed frees it */
+        return NULL;
     a->body = NULL;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (a->request_id[0] != '\0')
@@ -111,9 +126,80 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, co
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     if (close_connection)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    *status_out = status;
+    return r;
+}
+
+/* Queues a JSON answer (see make_response). */
+static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, const char *allow,
+                                   int close_connection)
+{
+    int status = 0;
+    struct MHD_Response *r = make_response(a, allow, close_connection, &status);
+    if (r == NULL)
+        return MHD_NO;
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok;
+}
+
+/* ---- answers written on the socket itself ------------------------------------------------------
+ * For the two moments libmicrohttpd 0.9.75 cannot send an answer (see answer_too_large and
+ * on_completed): the same response make_response builds, its header block copied by
+ * MHD_get_response_headers, written with one sendmsg, without waiting (an answer is small and
+ * nothing else is queued on the socket then). */
+
+typedef struct raw_head {
+    char buf[1024];
+    size_t len;
+    int overflow;
+} raw_head;
+
+static enum MHD_Result raw_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    raw_head *h = cls;
+    (void)kind;
+    int n = snprintf(h->buf + h->len, sizeof(h->buf) - h->len, "%s: %s\r\n", key, value);
+    if (n < 0 || (size_t)n >= sizeof(h->buf) - h->len)
+        h->overflow = 1;
+    else
+        h->len += (size_t)n;
+    return h->overflow ? MHD_NO : MHD_YES;
+}
+
+/* Writes a (taking a->body, as make_response) with Connection: close. 0 when all of it went into
+ * the socket, -1 otherwise. */
+static int write_answer(int fd, co_answer *a)
+{
+    const char *body = a->body;
+    size_t body_len = a->body_len;
+    int status = 0;
+    struct MHD_Response *r = make_response(a, NULL, 1, &status);
+    if (r == NULL)
+        return -1;
+    if (status != a->http_status) { /* the 500 of a NULL body: not worth a raw path */
+        MHD_destroy_response(r);
+        return -1;
+    }
+    raw_head h = {.len = 0};
+    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
+    int n = snprintf(h.buf, sizeof(h.buf), "HTTP/1.1 %d %s\r\n", status, reason ? reason : "");
+    h.len = n > 0 ? (size_t)n : 0;
+    MHD_get_response_headers(r, raw_header, &h);
+    n = snprintf(h.buf + h.len, sizeof(h.buf) - h.len, "Content-Length: %zu\r\n\r\n", body_len);
+    if (n < 0 || (size_t)n >= sizeof(h.buf) - h.len)
+        h.overflow = 1;
+    else
+        h.len += (size_t)n;
+    ssize_t sent = -1;
+    if (!h.overflow) {
+        struct iovec iov[2] = {{h.buf, h.len}, {(void *)body, body_len}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+        sent = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    MHD_destroy_response(r);
+    return sent >= 0 && (size_t)sent == h.len + body_len ? 0 : -1;
 }
 
 /* An answer decided here rather than by a task group (a client error, overload, a 500): counted
@@ -340,8 +426,8 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
     return MHD_YES;
 }
 
-/* Copies a chunk into the body, never beyond max_body_bytes: past it the body is dropped and the
- * rest of the upload is read and discarded, then answered 413. */
+/* Copies a chunk into the body, never beyond max_body_bytes: past it the body is dropped and
+ * too_large set (the caller answers 413 at once). */
 static void take_chunk(srv *s, srv_request *req, const char *data, size_t n)
 {
     size_t limit = (size_t)s->cfg->max_body_bytes;
@@ -373,6 +459,47 @@ static void take_chunk(srv *s, srv_request *req, const char *data, size_t n)
     }
     memcpy(req->body + req->body_len, data, n);
     req->body_len += n;
+}
+
+/* The connection's edge_conn (its socket context), or NULL. */
+static edge_conn *edge_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return i != NULL ? i->socket_context : NULL;
+}
+
+/* The body just passed max_body_bytes. libmicrohttpd 0.9.75 refuses to queue a response while it
+ * reads a body (MHD_queue_response wants the state HEADERS_PROCESSED or FULL_REQ_RECEIVED, see
+ * its connection.c), and MHD_NO from here closes the connection unanswered. So the 413 is written
+ * here, on the connection's socket itself: nothing else is written on it while its body is read
+ * (a 100 Continue went out before the body), and it is small enough for an empty socket buffer.
+ * Then the write side is shut: the client reads the 413 and an end-of-file at once. What it still
+ * sends is read and dropped for EDGE_LINGER_MS or SRV_LINGER_BYTES at most, then the connection
+ * is closed (a lingering close, like nginx's: closing at once with unread bytes would answer them
+ * with a reset, which can destroy the 413 before the client read it). Every other answer still
+ * goes through libmicrohttpd; this one is counted and logged like them. */
+static enum MHD_Result answer_too_large(srv *s, srv_request *req)
+{
+    co_answer *a = &req->answer;
+    char msg[96];
+    snprintf(msg, sizeof(msg), "body is larger than %ld bytes", s->cfg->max_body_bytes);
+    co_error_answer(a, 413, "body_too_large", msg);
+    memcpy(a->request_id, req->request_id, sizeof(req->request_id));
+    mx_checkout(s->checkout->metrics, mx_outcome_from_code(a->code), 0);
+    co_log(s->checkout, a);
+    req->route = ROUTE_LINGER;
+    req->discarded = 0;
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (fd == NULL)
+        return MHD_NO;
+    int ok = write_answer(fd->connect_fd, a);
+    shutdown(fd->connect_fd, SHUT_WR);
+    if (ok != 0 || req->edge == NULL)
+        return MHD_NO;
+    edge_linger(&req->worker->edge, req->edge, edge_now_ms());
+    return MHD_YES;
 }
 
 static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Connection *conn)
@@ -413,6 +540,7 @@ static enum MHD_Result answer_probe(srv *s, srv_request *req, struct MHD_Connect
         return send_metrics(conn, s->checkout->metrics);
     case ROUTE_CHECKOUT:
     case ROUTE_DONE:
+    case ROUTE_LINGER:
         break;
     }
     return MHD_YES; /* answered already */
@@ -433,6 +561,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->worker = w;
         req->conn = conn;
         *con_cls = req;
+        req->edge = edge_of(conn);
+        edge_headers_done(&w->edge, req->edge);
         co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
                       req->request_id, sizeof(req->request_id));
         return route_first(s, req, conn, url, method, version);
@@ -441,6 +571,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->answered = 0;
         co_log(s->checkout, &req->answer); /* here, not on the loop thread: see co_log */
         return send_answer(conn, &req->answer, NULL, 0);
+    }
+    if (req->route == ROUTE_LINGER) {
+        /* answered already: drop what still comes, within the linger's byte budget; at the end
+         * of the body (or past the budget) MHD_NO makes libmicrohttpd close the connection */
+        req->discarded += *upload_data_size;
+        int more = *upload_data_size > 0 && req->discarded <= SRV_LINGER_BYTES;
+        *upload_data_size = 0;
+        return more ? MHD_YES : MHD_NO;
     }
     if (req->route != ROUTE_CHECKOUT) {
         if (*upload_data_size > 0) {
@@ -452,10 +590,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         take_chunk(s, req, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        /* libmicrohttpd 0.9.75 cannot queue an answer in the middle of a body, so an oversized
-         * body is discarded until it ends and then answered 413; one that goes on far past the
-         * limit (an endless chunked stream) is cut off by closing the connection. */
-        return req->discarded > SRV_MAX_DISCARD_BYTES ? MHD_NO : MHD_YES;
+        if (req->too_large)
+            return answer_too_large(s, req);
+        return MHD_YES;
     }
     if (req->too_large) {
         req->route = ROUTE_DONE;
@@ -469,15 +606,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    srv *s = ((srv_worker *)cls)->server;
+    srv_worker *w = cls;
+    srv *s = w->server;
     srv_request *req = *con_cls;
-    (void)conn;
-    (void)toe;
     if (req == NULL)
         return;
-    /* The client went away before its answer could be sent: the checkout still gets its line. */
-    if (req->answered)
+    /* If libmicrohttpd keeps the connection, the idle watch starts; if it closes it, its
+     * NOTIFY_CONNECTION (CLOSED) follows at once and ends the watch. */
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        edge_answered(&w->edge, req->edge, edge_now_ms());
+    /* The answer is ready but libmicrohttpd ends the request without sending it. It does so
+     * when it reads end-of-file on a connection whose request is complete but not yet answered:
+     * a client that half-closed after its request (shutdown(SHUT_WR), nc -N, some proxies),
+     * which RFC 9112 §9.6 says still gets its answer. On resume, 0.9.75 reads before it lets the
+     * handler send (connection.c: "closed by remote side with incomplete request"). The socket
+     * is still open here (libmicrohttpd shuts and closes it after this call), so the answer is
+     * written on it directly; for a client that is really gone the write just fails. This costs
+     * nothing on the path of an answer that libmicrohttpd sends. The checkout gets its log line
+     * either way. */
+    if (req->answered) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (fd != NULL && req->answer.body != NULL)
+            write_answer(fd->connect_fd, &req->answer);
         co_log(s->checkout, &req->answer);
+    }
     if (req->launched)
         atomic_fetch_sub(&s->pending, 1);
     free(req->body);
@@ -486,15 +639,34 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-/* listen's host may be an IP literal or a name ("localhost"); the first address wins. */
+/* Every connection gets its edge_conn (the header deadline starts) as its socket context, freed
+ * when libmicrohttpd closes it. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
-    srv *s = ((srv_worker *)cls)->server;
-    (void)conn;
-    (void)socket_context;
-    mx_connections(s->checkout->metrics, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    srv_worker *w = cls;
+    srv *s = w->server;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        mx_connections(s->checkout->metrics, 1);
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *addr =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = addr != NULL ? addr->client_addr : NULL;
+        socklen_t salen = 0;
+        if (sa != NULL)
+            salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+        if (fd != NULL)
+            *socket_context = edge_open(&w->edge, fd->connect_fd, sa, salen, edge_now_ms());
+        return;
+    }
+    mx_connections(s->checkout->metrics, -1);
+    edge_close(&w->edge, *socket_context);
+    *socket_context = NULL;
 }
+
+/* listen's host may be an IP literal or a name ("localhost"); the first address wins. */
 
 static int parse_listen(const cfg *c, struct sockaddr_storage *ss, int *v6)
 {
@@ -525,29 +697,39 @@ static void worker_run(void *arg)
         if (fd != MHD_INVALID_SOCKET)
             close(fd);
     }
+    /* before MHD_run: a socket shut down here is seen (end-of-file) and closed in the same turn */
+    edge_sweep(&w->edge, edge_now_ms());
     MHD_run(w->daemon);
 }
 
-/* How long the daemon may wait (connection timeouts); -1: it has no timer. */
+/* How long the daemon may wait: libmicrohttpd's idle timeouts and our deadlines; -1: no timer. */
 static long worker_timeout_ms(void *arg)
 {
     srv_worker *w = arg;
     MHD_UNSIGNED_LONG_LONG ms = 0;
-    if (MHD_get_timeout(w->daemon, &ms) != MHD_YES)
-        return -1;
-    return ms > 60000 ? 60000 : (long)ms;
+    long wait = -1;
+    if (MHD_get_timeout(w->daemon, &ms) == MHD_YES)
+        wait = ms > 60000 ? 60000 : (long)ms;
+    long due = edge_wait_ms(&w->edge, edge_now_ms());
+    if (due >= 0 && (wait < 0 || due < wait))
+        wait = due;
+    return wait;
 }
 
+/* libmicrohttpd's connection timeout is an idle timeout in whole seconds, reset by every byte:
+ * it is idle_timeout_ms rounded up (it also bounds a stalled body or a client that does not read
+ * its answer); the header deadline and the idle close after an answer are ours (edge). */
 static struct MHD_Daemon *start_daemon(srv_worker *w, const struct sockaddr_storage *ss, int v6,
                                        unsigned connection_limit)
 {
+    unsigned idle_timeout_s = (unsigned)((w->server->cfg->idle_timeout_ms + 999) / 1000);
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss,
         MHD_OPTION_CONNECTION_LIMIT, connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)SRV_CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+        idle_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SRV_CONNECTION_MEMORY,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_END);
@@ -573,6 +755,11 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
     }
     s->cfg = c;
     s->checkout = checkout;
+    if (c->max_connections_per_ip > 0 &&
+        (s->cap = edge_ipcap_new(c->max_connections_per_ip)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if (parse_listen(c, &ss, &v6) != 0) {
         snprintf(err, errlen, "listen: cannot resolve \"%s\"", c->listen_host);
         goto fail;
@@ -587,6 +774,7 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
         w->server = s;
         w->loop = loops[i];
         w->index = i;
+        edge_init(&w->edge, c->header_timeout_ms, c->idle_timeout_ms, s->cap);
         /* The first daemon binds the configured port (0: any); the others join its port. */
         set_port(&ss, v6, s->port);
         w->daemon = start_daemon(w, &ss, v6, (unsigned)(SRV_CONNECTION_LIMIT / nloops));
@@ -646,6 +834,7 @@ void srv_stop(srv *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->nworkers; i++)
-        MHD_stop_daemon(s->workers[i].daemon);
+        MHD_stop_daemon(s->workers[i].daemon); /* closes its connections: edge_close for each */
+    edge_ipcap_free(s->cap);
     free(s);
 }
