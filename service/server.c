@@ -15,12 +15,14 @@
 #include "server.h"
 
 #include "edge.h"
+#include "jlog.h"
 #include "metrics.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -716,6 +718,21 @@ static long worker_timeout_ms(void *arg)
     return wait;
 }
 
+/* libmicrohttpd's own messages (a client's malformed request, a connection it closes): one JSON
+ * line each at debug level, so that every line on stderr stays JSON. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    (void)cls;
+    if (!jlog_enabled(JLOG_DEBUG))
+        return;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    jlog_event(JLOG_DEBUG, "http", json_pack("{s:s}", "message", msg));
+}
+
 /* libmicrohttpd's connection timeout is an idle timeout in whole seconds, reset by every byte:
  * it is idle_timeout_ms rounded up (it also bounds a stalled body or a client that does not read
  * its answer); the header deadline and the idle close after an answer are ours (edge). */
@@ -732,7 +749,8 @@ static struct MHD_Daemon *start_daemon(srv_worker *w, const struct sockaddr_stor
         idle_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SRV_CONNECTION_MEMORY,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        NULL, MHD_OPTION_END);
 }
 
 static void set_port(struct sockaddr_storage *ss, int v6, int port)
