@@ -117,7 +117,7 @@ typedef struct cfg {
     long idle_timeout_ms;   /* 1000..3600000, default 30000 */
     /* Open connections one client address may hold (0: no cap). */
     long max_connections_per_ip; /* 0..16384, default 0 */
-    size_t nvalidations;          /* 1..32 */
+    size_t nvalidations;         /* 1..32 */
     cfg_validation validations[CFG_MAX_VALIDATIONS];
 } cfg;
 

@@ -25,7 +25,13 @@
 
 #define EDGE_LINGER_MS 1000
 
-typedef enum edge_state { EDGE_NONE, EDGE_HEADERS, EDGE_IDLE, EDGE_LINGER, EDGE_NSTATES } edge_state;
+typedef enum edge_state {
+    EDGE_NONE,
+    EDGE_HEADERS,
+    EDGE_IDLE,
+    EDGE_LINGER,
+    EDGE_NSTATES
+} edge_state;
 
 typedef struct edge_ipcap edge_ipcap;
 
@@ -59,7 +65,8 @@ void edge_init(edge *e, long header_ms, long idle_ms, edge_ipcap *cap);
 
 /* A new connection: starts its header deadline. addr may be NULL (no cap then). NULL when out of
  * memory (the connection then has no deadline of ours, only libmicrohttpd's idle timeout). */
-edge_conn *edge_open(edge *e, int fd, const struct sockaddr *addr, socklen_t addrlen, long long now);
+edge_conn *edge_open(edge *e, int fd, const struct sockaddr *addr, socklen_t addrlen,
+                     long long now);
 /* The connection is gone (libmicrohttpd closed it): unlinks, releases its cap slot, frees. */
 void edge_close(edge *e, edge_conn *c);
 /* Its request header is complete: no deadline of ours while the request runs. */
