@@ -994,6 +994,45 @@ static void test_free_is_idempotent(void **state)
     cfg_free(NULL);
 }
 
+/* ---- v1.2 "Slow clients" keys and max_connections_per_ip (issue 10) ---- */
+
+static void test_edge_keys(void **state)
+{
+    cfg c;
+
+    (void)state;
+    expect_ok(&c, "{}", NULL); /* absent from default_json: their defaults */
+    assert_int_equal(c.header_timeout_ms, 10000);
+    assert_int_equal(c.idle_timeout_ms, 30000);
+    assert_int_equal(c.max_connections_per_ip, 0);
+    cfg_free(&c);
+    expect_ok(&c,
+              "{\"header_timeout_ms\": 100, \"idle_timeout_ms\": 3600000, "
+              "\"max_connections_per_ip\": 16384}",
+              NULL);
+    assert_int_equal(c.header_timeout_ms, 100);
+    assert_int_equal(c.idle_timeout_ms, 3600000);
+    assert_int_equal(c.max_connections_per_ip, 16384);
+    cfg_free(&c);
+    static const env_var env[] = {
+        {"CHECKOUTD_HEADER_TIMEOUT_MS", "2500"},
+        {"CHECKOUTD_IDLE_TIMEOUT_MS", "1000"},
+        {"CHECKOUTD_MAX_CONNECTIONS_PER_IP", "7"},
+        {NULL, NULL},
+    };
+    expect_ok(&c, "{\"header_timeout_ms\": 5000}", env);
+    assert_int_equal(c.header_timeout_ms, 2500);
+    assert_int_equal(c.idle_timeout_ms, 1000);
+    assert_int_equal(c.max_connections_per_ip, 7);
+    cfg_free(&c);
+    REFUSED("{\"header_timeout_ms\": 99}", NULL, "header_timeout_ms", "100..600000");
+    REFUSED("{\"idle_timeout_ms\": 999}", NULL, "idle_timeout_ms");
+    REFUSED("{\"max_connections_per_ip\": -1}", NULL, "max_connections_per_ip");
+    REFUSED("{\"header_timeout_ms\": \"10000\"}", NULL, "header_timeout_ms");
+    static const env_var bad[] = {{"CHECKOUTD_IDLE_TIMEOUT_MS", "+5"}, {NULL, NULL}};
+    REFUSED("{}", bad, "CHECKOUTD_IDLE_TIMEOUT_MS");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1036,6 +1075,7 @@ int main(void)
         cmocka_unit_test(test_long_value_cut),
         cmocka_unit_test(test_small_err_buffer),
         cmocka_unit_test(test_free_is_idempotent),
+        cmocka_unit_test(test_edge_keys),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
