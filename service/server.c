@@ -15,6 +15,7 @@
 #include "server.h"
 
 #include "edge.h"
+#include "frame.h"
 #include "jlog.h"
 #include "metrics.h"
 
@@ -276,112 +277,21 @@ static void on_checkout_reply(void *conn_ctx, co_answer *answer)
     MHD_resume_connection(req->conn);
 }
 
-/* ---- request framing (RFC 9112 §5, §6) ---------------------------------------------------------
- *
- * What libmicrohttpd 0.9.75 refuses itself, before any handler runs, with its own HTML 400 and a
- * closed connection: a Content-Length that is not all digits ("+5", "0x5", "5, 5"), a header line
- * without a colon, a request line it cannot parse. MHD_OPTION_STRICT_FOR_CLIENT adds little: at 1
- * it requires Host and refuses spaces in the URI (which would refuse clients that work today); its
- * check of whitespace before a colon runs only at -1 (sic, connection.c). What it lets through,
- * refused here from the headers it hands over, as 400 invalid_request followed by a close:
- *   - a field name that is not a token (whitespace before the colon, "Transfer-Encoding :"): the
- *     name then keeps the blank, so a proxy that trims it frames by another header than we do;
- *   - Transfer-Encoding other than exactly one field "chunked" (libmicrohttpd looks at the first
- *     field only and, when that is not "chunked", reads the body until the connection closes);
- *   - two Content-Length fields, or Content-Length with Transfer-Encoding;
- *   - obs-fold (a line starting with a blank continues the previous one): libmicrohttpd joins it
- *     to the previous value without a blank, so "Content-Length: 1" + " 0" reads as 10. The join
- *     is seen from the layout libmicrohttpd leaves: unfolded fields are NUL-terminated in place in
- *     its read buffer, one after the other (the value's end, one or two NULs for the line end, the
- *     next name), while a folded field is copied elsewhere in its pool, which breaks that chain.
- * One pass over the headers per request, O(headers), no allocation. */
-
-typedef struct framing_scan {
-    uintptr_t expect; /* where the next name must start: after the last value's line end */
-    int lengths, encodings, chunked, bad_name, folded;
-} framing_scan;
-
-/* tchar of RFC 9110 §5.6.2: 1 for the bytes a field name may hold (one load a byte). */
-static const unsigned char tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
-    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
-    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
-    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
-    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
-    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
-    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
-    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
-    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
-    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
-};
-
-/* "chunked" with optional blanks around it, any case. */
-static int is_chunked(const char *v, size_t n)
-{
-    while (n > 0 && (*v == ' ' || *v == '\t')) {
-        v++;
-        n--;
-    }
-    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-        n--;
-    return n == 7 && strncasecmp(v, "chunked", 7) == 0;
-}
-
-/* The previous field's line end is one or two NUL bytes (CRLF or a bare LF) right before name. */
-static int follows_line_end(const framing_scan *f, const char *name)
-{
-    uintptr_t at = (uintptr_t)name;
-    if (f->expect == 0)
-        return 1;
-    if (at == f->expect + 1)
-        return *(name - 1) == '\0';
-    if (at == f->expect + 2)
-        return *(name - 1) == '\0' && *(name - 2) == '\0';
-    return 0;
-}
-
-static enum MHD_Result scan_field(void *cls, enum MHD_ValueKind kind, const char *key,
+static enum MHD_Result frame_each(void *cls, enum MHD_ValueKind kind, const char *key,
                                   size_t key_size, const char *value, size_t value_size)
 {
-    framing_scan *f = cls;
     (void)kind;
-    unsigned all = key_size > 0;
-    for (size_t i = 0; i < key_size; i++)
-        all &= tchar[(unsigned char)key[i]];
-    f->bad_name |= !all;
-    if (!follows_line_end(f, key))
-        f->folded = 1;
-    f->expect = value != NULL ? (uintptr_t)value + value_size : 0;
-    if (key_size == 14 && strncasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH, 14) == 0)
-        f->lengths++;
-    if (key_size == 17 && strncasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING, 17) == 0) {
-        f->encodings++;
-        f->chunked += is_chunked(value, value_size);
-    }
+    frame_field(cls, key, key_size, value, value_size);
     return MHD_YES;
 }
 
-/* NULL, or why the request's framing is refused. version: the request line's last word, which
- * libmicrohttpd leaves in its read buffer right before the first field. */
+/* The framing rules of frame.h over the request's headers: NULL, or why it is refused. */
 static const char *framing_error(struct MHD_Connection *conn, const char *version)
 {
-    framing_scan f = {0};
-    if (version != NULL)
-        f.expect = (uintptr_t)version + strlen(version);
-    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_field, &f);
-    if (f.bad_name)
-        return "a header name is not a token (whitespace before the colon?)";
-    if (f.folded)
-        return "a header is folded over two lines (obs-fold)";
-    if (f.lengths > 1)
-        return "more than one Content-Length header";
-    if (f.encodings > 0 && f.lengths > 0)
-        return "Content-Length together with Transfer-Encoding";
-    if (f.encodings > 1)
-        return "more than one Transfer-Encoding header";
-    if (f.encodings == 1 && f.chunked != 1)
-        return "Transfer-Encoding must be chunked";
-    return NULL;
+    frame_scan f;
+    frame_begin(&f, version);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, frame_each, &f);
+    return frame_verdict(&f);
 }
 
 static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connection *conn,
