@@ -32,6 +32,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static cfg freq_cfg;
 static co_service freq_service;
+/* The same service with a memory store: the input's first line is also tried as an
+ * Idempotency-Key (with a fixed valid body), against an independent reading of its syntax. */
+static co_service freq_keyed;
+static const char freq_valid_order[] =
+    "{\"address\": {\"country\": \"US\"}, \"items\": [], \"payment\": {\"token\": \"t\"}}";
 static mx *freq_metrics;
 /* Longer than the 512 bytes that are forwarded, so that the cut is exercised on every input. */
 static char freq_idempotency[700];
@@ -76,6 +81,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (freq_metrics == NULL)
         abort();
     co_service_init(&freq_service, &freq_cfg, NULL, 0, freq_metrics);
+    co_service_init(&freq_keyed, &freq_cfg, NULL, 0, freq_metrics);
+    freq_keyed.idem = idem_mem_new(1000, 1 << 20, 1000, 1000, NULL);
+    if (freq_keyed.idem == NULL)
+        abort();
     memset(freq_idempotency, 'k', sizeof(freq_idempotency) - 1);
     return 0;
 }
@@ -179,6 +188,62 @@ static void freq_check_error_body(const co_answer *a, const char *code, const ch
     json_decref(doc);
 }
 
+/* The contract's key syntax, read independently: 1 when value is a valid Idempotency-Key. */
+static int freq_key_ok(const char *v)
+{
+    size_t len = strlen(v), n = 0;
+    int quoted = len >= 2 && v[0] == '"' && v[len - 1] == '"';
+    if (!quoted && len > 0 && v[0] == '"')
+        return 0;
+    for (size_t i = quoted ? 1 : 0; i < (quoted ? len - 1 : len); i++, n++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x21 || c > 0x7e)
+            return 0;
+        if (quoted && c == '"')
+            return 0;
+        if (quoted && c == '\\') {
+            if (i + 1 >= len - 1 || (v[i + 1] != '"' && v[i + 1] != '\\'))
+                return 0;
+            i++;
+        }
+    }
+    return n >= 1 && n <= 255;
+}
+
+static void freq_check_key(const uint8_t *data, size_t size)
+{
+    char key[400];
+    size_t n = 0;
+    while (n < size && n < sizeof(key) - 1 && data[n] != '\n' && data[n] != '\0') {
+        key[n] = (char)data[n];
+        n++;
+    }
+    key[n] = '\0';
+    co_request req = {.body = freq_valid_order,
+                      .body_len = sizeof(freq_valid_order) - 1,
+                      .idempotency_key = key,
+                      .idempotency_keys = 1};
+    co_checkout *c = NULL;
+    co_answer now;
+    int rc = co_accept(&freq_keyed, &req, freq_noop_reply, NULL, &c, &now);
+    int ok = freq_key_ok(key);
+    FREQ_CHECK(rc == (ok ? 0 : 1), "key \"%s\": co_accept %d, the syntax says %s", key, rc,
+               ok ? "valid" : "invalid");
+    if (rc == 1) {
+        FREQ_CHECK(now.http_status == 400, "status %d for a bad key", now.http_status);
+        freq_check_error_body(&now, "invalid_request", NULL);
+        FREQ_CHECK(strstr(now.body, "Idempotency-Key") != NULL, "message does not name it: %s",
+                   now.body);
+        free(now.body);
+        return;
+    }
+    co_discard(&freq_keyed, c);
+    req.idempotency_keys = 2; /* sent twice: refused whatever its value */
+    rc = co_accept(&freq_keyed, &req, freq_noop_reply, NULL, &c, &now);
+    FREQ_CHECK(rc == 1 && now.http_status == 400, "two Idempotency-Key headers accepted");
+    free(now.body);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     co_request req = {
@@ -212,6 +277,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(now.body);
         FREQ_CHECK(atomic_load(&freq_service.inflight) == 0, "inflight %ld after a refusal",
                    (long)atomic_load(&freq_service.inflight));
+        freq_check_key(data, size);
         return 0;
     }
 
@@ -233,5 +299,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     co_discard(&freq_service, c);
     FREQ_CHECK(atomic_load(&freq_service.inflight) == 0, "inflight %ld after discard",
                (long)atomic_load(&freq_service.inflight));
+    freq_check_key(data, size);
     return 0;
 }

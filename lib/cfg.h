@@ -103,6 +103,28 @@ typedef struct cfg_validation {
     cfg_tls tls; /* v1.2 "tls": only on an https:// url */
 } cfg_validation;
 
+/* idempotency (contract "Idempotency-Key"), all optional:
+ *   store       "memory" | "redis" | "off"         [memory]   CHECKOUTD_IDEMPOTENCY_STORE
+ *   redis_url   "redis://HOST:PORT[/DB]"            required for redis
+ * CHECKOUTD_IDEMPOTENCY_REDIS_URL (HOST a name or an address, IPv6 in brackets; PORT 1..65535; DB
+ * 0..15) ttl_s       1..604800 [86400]: how long a stored answer is replayed
+ * CHECKOUTD_IDEMPOTENCY_TTL_S max_keys    1..10000000 [100000] (memory)
+ * CHECKOUTD_IDEMPOTENCY_MAX_KEYS timeout_ms  1..10000 [200] (redis: the most one store operation
+ * may take) CHECKOUTD_IDEMPOTENCY_TIMEOUT_MS A redis_url given with another store is checked but
+ * unused. */
+typedef enum cfg_idem_store { CFG_IDEM_MEMORY = 0, CFG_IDEM_REDIS, CFG_IDEM_OFF } cfg_idem_store;
+
+typedef struct cfg_idempotency {
+    cfg_idem_store store;
+    char *redis_url;  /* as written, NULL when absent */
+    char *redis_host; /* from redis_url, brackets stripped */
+    int redis_port;
+    int redis_db;
+    long ttl_s;
+    long max_keys;
+    long timeout_ms;
+} cfg_idempotency;
+
 typedef struct cfg {
     char *listen_host;            /* "127.0.0.1", "0.0.0.0", "::1" (brackets stripped) */
     int listen_port;              /* 0..65535; 0 picks a free port */
@@ -119,6 +141,7 @@ typedef struct cfg {
     long max_connections_per_ip; /* 0..16384, default 0 */
     size_t nvalidations;         /* 1..32 */
     cfg_validation validations[CFG_MAX_VALIDATIONS];
+    cfg_idempotency idempotency; /* lib/cfg_idem.c */
 } cfg;
 
 /* Looks up an environment variable; getenv in production, a table in tests. NULL when unset. */

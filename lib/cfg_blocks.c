@@ -11,5 +11,6 @@ const cfg_val_block cfg_val_blocks[] = {
 };
 
 const cfg_top_block cfg_top_blocks[] = {
+    {"idempotency", cfg_idem_load, cfg_idem_free},
     {NULL, NULL, NULL},
 };

@@ -94,6 +94,10 @@ int cfg_tls_load(const cfg_loader *ld, size_t i, const json_t *entry, const json
                  cfg_validation *out);
 void cfg_tls_free(cfg_validation *out);
 
+/* The parsers of the blocks (one lib/cfg_<area>.c each). */
+int cfg_idem_load(const cfg_loader *ld, const json_t *value, cfg *out);
+void cfg_idem_free(cfg *out);
+
 /* The tables (lib/cfg_blocks.c), each ended by an entry whose key is NULL. */
 extern const cfg_val_block cfg_val_blocks[];
 extern const cfg_top_block cfg_top_blocks[];

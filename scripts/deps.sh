@@ -5,11 +5,11 @@
 #        scripts/deps.sh fuzz   (build + clang and libclang-rt-14-dev, which holds libFuzzer)
 set -eu
 set_name=${1:-build}
-pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev curl ca-certificates"
+pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libssl-dev libhiredis-dev curl ca-certificates"
 case "$set_name" in
   build) ;;
-  test)  pkgs="$pkgs libcmocka-dev openssl" ;;
-  bench) pkgs="$pkgs libcmocka-dev openssl wrk nginx libnginx-mod-http-echo python3-aiohttp procps" ;;
+  test)  pkgs="$pkgs libcmocka-dev openssl redis-server" ;;
+  bench) pkgs="$pkgs libcmocka-dev openssl redis-server wrk nginx libnginx-mod-http-echo python3-aiohttp procps" ;;
   lint)  pkgs="$pkgs clang-format clang-tidy cppcheck" ;;
   fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
   *) echo "deps.sh: unknown set '$set_name' (build, test, bench, lint, fuzz)" >&2; exit 2 ;;

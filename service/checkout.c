@@ -1,13 +1,18 @@
 /* checkout — the POST /checkout path. See checkout.h.
  *
- *   accept   co_accept: parse the body, check order_id and every configured field, admit it under
- *            max_inflight, build one upstream body per validation ({"order_id", "<field>": value})
- *   fan out  co_launch: submit them as one task group; the loop starts every call at once
+ *   accept   co_accept: parse the body, check order_id and every configured field (and the
+ *            Idempotency-Key's syntax), admit it under max_inflight, build one upstream body per
+ *            validation ({"order_id", "<field>": value})
+ *   claim    co_launch: a keyed checkout claims its key first; on_claimed answers a replay, 409,
+ *            422 or 503 at once (the group is freed unsubmitted: no upstream call), or goes on
+ *   fan out  fan_out: submit the calls as one task group; the loop starts every call at once
  *   first failure, cancel
  *            tg: the first failure aborts every call still running (its connection closes), the
  *            deadline turns what still runs into timeouts
  *   answer   on_group_done (loop thread): eg_build turns the group into 200 or the error group,
- *            reply() hands it to the server, which resumes the client's connection. */
+ *            reply() hands it to the server, which resumes the client's connection
+ *   settle   settle_claim (in finish): a keyed checkout's final answer (200, 422) is stored, any
+ *            other releases its claim, so that a retry runs again. */
 #include "checkout.h"
 
 #include "eg.h"
@@ -30,6 +35,9 @@ struct co_checkout {
     struct timespec accepted;
     char order_id[4 * CO_ID_MAX + 1]; /* up to 128 code points of UTF-8 */
     char request_id[CO_ID_MAX + 1];
+    int keyed;   /* an Idempotency-Key to claim (the store is on) */
+    int claimed; /* claim.result was IDEM_NEW: finish or release it exactly once */
+    idem_claim claim;
 };
 
 void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t nloops, mx *metrics)
@@ -241,19 +249,37 @@ fail:
 
 static void on_group_done(tg_group *g, void *user);
 
+/* The Idempotency-Key's syntax, when the store is on (with "off" it is only forwarded): 0 when
+ * absent or well formed (key set, or "" when absent), else 1 with the 400 in *now. */
+static int check_key(const co_service *s, const co_request *req, char key[IDEM_KEY_MAX + 1],
+                     co_answer *now)
+{
+    const char *why = NULL;
+    key[0] = '\0';
+    if (s->idem == NULL || req->idempotency_key == NULL)
+        return 0;
+    if (req->idempotency_keys > 1)
+        return client_error(now, "invalid_request",
+                            "Idempotency-Key must be sent once, not in several headers");
+    if (idem_parse_key(req->idempotency_key, key, &why) != 0)
+        return client_error(now, "invalid_request", why);
+    return 0;
+}
+
 int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *conn,
               co_checkout **out, co_answer *now)
 {
     json_error_t jerr;
     co_checkout *c = NULL;
     int admitted = 0;
+    char key[IDEM_KEY_MAX + 1];
     memset(now, 0, sizeof(*now));
     *out = NULL;
     co_request_id(req->request_id, now->request_id, sizeof(now->request_id));
 
     json_t *order =
         json_loadb(req->body, req->body_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-    if (check_order(s, order, &jerr, now) != 0) {
+    if (check_order(s, order, &jerr, now) != 0 || check_key(s, req, key, now) != 0) {
         json_decref(order);
         return 1;
     }
@@ -275,6 +301,11 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
     c->conn = conn;
     clock_gettime(CLOCK_MONOTONIC, &c->accepted);
     memcpy(c->request_id, now->request_id, sizeof(c->request_id));
+    if (key[0] != '\0') {
+        c->keyed = 1;
+        memcpy(c->claim.key, key, sizeof(c->claim.key));
+        idem_fingerprint(req->body, req->body_len, c->claim.fp); /* the raw bytes, as they came */
+    }
     const char *given_id = json_string_value(json_object_get(order, "order_id"));
     if (given_id != NULL) {
         snprintf(c->order_id, sizeof(c->order_id), "%s", given_id);
@@ -326,9 +357,31 @@ static double ms_since(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
+/* Whether a claimed checkout's answer is stored for replay: the final ones, 200 and 422. A 502 or
+ * 504 is released so that a retry runs again (the upstreams get the same Idempotency-Key and know
+ * their repeats); so is a 500 or a 503 at shutdown. Compensation (a later issue) adds here: a
+ * 502/504 whose checkout started a compensation is stored too. */
+static int answer_is_final(const co_answer *a)
+{
+    return a->body != NULL && (a->http_status == 200 || a->http_status == 422);
+}
+
+static void settle_claim(co_checkout *c, const co_answer *a)
+{
+    idem_store *store = c->service->idem;
+    if (!c->claimed)
+        return;
+    c->claimed = 0;
+    if (answer_is_final(a))
+        idem_finish(store, &c->claim, a->http_status, a->body, a->body_len);
+    else
+        idem_release(store, &c->claim);
+}
+
 static void finish(co_checkout *c, co_answer *a)
 {
     co_service *s = c->service;
+    settle_claim(c, a); /* before the reply: the answer's body moves to the server there */
     memcpy(a->request_id, c->request_id, sizeof(a->request_id));
     c->reply(c->conn, a);
     tg_group_free(c->group);
@@ -345,13 +398,70 @@ void co_discard(co_service *s, co_checkout *c)
     mx_inflight(s->metrics, -1);
 }
 
-void co_launch(co_service *s, co_checkout *c, size_t loop)
+static void fan_out(co_service *s, co_checkout *c, size_t loop)
 {
     if (s->nloops > 0 && tg_submit(s->loops[loop % s->nloops], c->group) == 0)
         return;
     co_answer a = {0};
     co_error_answer(&a, 503, "shutting_down", "the service is shutting down");
     finish(c, &a);
+}
+
+/* The claim's answer, on the loop thread: go on with the checkout (NEW), or answer at once. A
+ * replay is the stored status and body as they are, counted as a replay, not as a checkout. */
+static void on_claimed(idem_claim *cl, void *arg)
+{
+    co_checkout *c = arg;
+    co_service *s = c->service;
+    co_answer a = {0};
+    mx_idem(s->metrics, (int)cl->result);
+    switch (cl->result) {
+    case IDEM_NEW:
+        c->claimed = 1;
+        fan_out(s, c, cl->worker);
+        return;
+    case IDEM_REPLAY:
+        a.http_status = cl->status;
+        a.code = "replayed";
+        a.body = cl->body;
+        a.body_len = cl->body_len;
+        a.replayed = 1;
+        cl->body = NULL;
+        break;
+    case IDEM_IN_PROGRESS:
+        co_error_answer(&a, 409, "idempotency_in_progress",
+                        "a checkout with this Idempotency-Key is still running; retry");
+        a.retry_after = 1;
+        break;
+    case IDEM_MISMATCH:
+        co_error_answer(&a, 422, "idempotency_key_reused",
+                        "this Idempotency-Key was used for a checkout with a different body");
+        break;
+    case IDEM_UNAVAILABLE:
+        co_error_answer(&a, 503, "idempotency_unavailable",
+                        cl->why ? cl->why : "the idempotency store cannot be reached; retry");
+        a.retry_after = 1;
+        break;
+    }
+    if (!a.replayed)
+        mx_checkout(s->metrics, mx_outcome_from_code(a.code), 0);
+    a.elapsed_ms = ms_since(&c->accepted);
+    finish(c, &a);
+}
+
+void co_launch(co_service *s, co_checkout *c, size_t loop)
+{
+    if (c->keyed) {
+        c->claim.worker = s->nloops > 0 ? loop % s->nloops : 0;
+        idem_claim_key(s->idem, &c->claim, on_claimed, c);
+        return;
+    }
+    fan_out(s, c, loop);
+}
+
+void co_idem_log(const char *event, const char *detail)
+{
+    jlog_event(JLOG_WARN, event, json_pack("{s:s}", "detail", detail ? detail : ""));
 }
 
 /* Counts the checkout and each of its calls. O(validations) relaxed atomic adds. */

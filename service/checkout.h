@@ -8,6 +8,7 @@
 #define CHECKOUTD_CHECKOUT_H
 
 #include "cfg.h"
+#include "idem.h"
 #include "metrics.h"
 #include "tg.h"
 
@@ -23,13 +24,16 @@ typedef struct co_service {
     mx *metrics;                            /* every answer is counted here */
     const char *names[CFG_MAX_VALIDATIONS]; /* validation names, in config order */
     atomic_long inflight;                   /* checkouts whose group is running */
+    idem_store *idem; /* Idempotency-Key replay; NULL (store "off"): the header is only forwarded.
+                         Set after co_service_init, before the first checkout. */
 } co_service;
 
 typedef struct co_request {
     const char *body;
     size_t body_len;
     const char *request_id;      /* the client's X-Request-Id, or NULL */
-    const char *idempotency_key; /* forwarded when present */
+    const char *idempotency_key; /* forwarded when present; claimed when s->idem is set */
+    int idempotency_keys;        /* how many Idempotency-Key headers came (2+: a 400) */
     const char *traceparent;     /* forwarded when present */
 } co_request;
 
@@ -46,6 +50,7 @@ typedef struct co_answer {
     char *body;       /* malloc'd JSON text; whoever sends it frees it */
     size_t body_len;
     int retry_after; /* seconds for a Retry-After header, 0 for none */
+    int replayed;    /* a stored answer: sent with Idempotent-Replayed: true */
     char request_id[CO_ID_MAX + 1];
     /* for the log line, written by co_log on the HTTP thread: plain data, no JSON objects */
     double elapsed_ms;
@@ -70,9 +75,10 @@ void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t 
 int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *conn,
               co_checkout **out, co_answer *now);
 
-/* Starts every validation at once, on loop number loop (modulo nloops). The reply always comes
- * exactly once: on the loop thread, or on the calling thread when the loop no longer takes work
- * (shutting down: a 503). */
+/* Starts every validation at once, on loop number loop (modulo nloops); a keyed checkout (with
+ * s->idem) first claims its key, whose answer may be the reply (a replay, 409, 422 or 503). Call it
+ * on that loop's thread. The reply always comes exactly once: on the loop thread, or on the calling
+ * thread when the loop no longer takes work (shutting down: a 503) or the claim answers at once. */
 void co_launch(co_service *s, co_checkout *c, size_t loop);
 
 /* The checkout's request id: the client's X-Request-Id (given, may be NULL) when it is 1..128
@@ -86,6 +92,9 @@ void co_discard(co_service *s, co_checkout *c);
 /* The checkout's JSON log line, from what the answer carries. Called by the server on its own
  * thread, once per answer, so that the cost of the line stays off the task-group loop thread. */
 void co_log(const co_service *s, const co_answer *a);
+
+/* The idem_log_fn of the stores: a warn line {"event": event, "detail": detail}. */
+void co_idem_log(const char *event, const char *detail);
 
 /* {"error": {"code": code, "message": message}} as an answer; body NULL when out of memory. */
 void co_error_answer(co_answer *a, int http_status, const char *code, const char *message);

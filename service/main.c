@@ -148,6 +148,27 @@ static int parse_args(int argc, char **argv, const char **config_path, int *chec
     return 0;
 }
 
+/* The memory store's byte bound (entries, keys and stored answers): 256 MiB holds the default
+ * 100000 keys with answers of about 2.5 KiB each; beyond it the oldest answers go first. */
+#define CHECKOUTD_IDEM_MAX_BYTES ((size_t)256 << 20)
+
+/* The Idempotency-Key store of the config; NULL with *ok 1 for "off", *ok 0 on failure. */
+static idem_store *idem_open(const cfg *c, tg_loop *const *loops, size_t nloops, int *ok)
+{
+    const cfg_idempotency *ic = &c->idempotency;
+    idem_store *s = NULL;
+    (void)loops;
+    (void)nloops;
+    *ok = 1;
+    if (ic->store == CFG_IDEM_MEMORY)
+        s = idem_mem_new(ic->max_keys, CHECKOUTD_IDEM_MAX_BYTES, c->deadline_ms + 5000,
+                         ic->ttl_s * 1000, co_idem_log);
+    else
+        return NULL;
+    *ok = s != NULL;
+    return s;
+}
+
 int main(int argc, char **argv)
 {
     const char *config_path = NULL;
@@ -179,7 +200,7 @@ int main(int argc, char **argv)
     jlog_init(STDERR_FILENO, level);
 
     int rc = 1;
-    co_service checkout;
+    co_service checkout = {0};
     srv *server = NULL;
     const char *names[CFG_MAX_VALIDATIONS];
     for (size_t i = 0; i < c.nvalidations; i++)
@@ -198,6 +219,11 @@ int main(int argc, char **argv)
         goto out;
     }
     co_service_init(&checkout, &c, loops, nloops, metrics);
+    checkout.idem = idem_open(&c, loops, nloops, &loops_ok);
+    if (!loops_ok) {
+        fprintf(stderr, "checkoutd: cannot open the idempotency store\n");
+        goto out;
+    }
     server = srv_start(&c, &checkout, loops, nloops, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "checkoutd: %s\n", err);
@@ -227,6 +253,7 @@ out:
     srv_stop(server);
     for (size_t i = 0; i < nloops; i++)
         tg_loop_free(loops[i]);
+    idem_free(checkout.idem);
     mx_free(metrics);
     cfg_free(&c);
     return rc;

@@ -44,7 +44,12 @@ static const char *const outcome_names[MX_OUTCOMES] = {"accepted",
                                                        "not_found",
                                                        "overloaded",
                                                        "shutting_down",
+                                                       "idempotency_in_progress",
+                                                       "idempotency_key_reused",
+                                                       "idempotency_unavailable",
                                                        "internal"};
+static const char *const idem_names[MX_IDEM_RESULTS] = {"new", "replayed", "in_progress",
+                                                        "mismatch", "unavailable"};
 
 typedef struct mx_hist {
     atomic_ullong bucket[MX_BOUNDS + 1]; /* bucket[i]: (bounds[i-1], bounds[i]]; last: > 10 s */
@@ -60,6 +65,7 @@ typedef struct mx_validation {
 
 struct mx {
     atomic_ullong checkouts[MX_OUTCOMES];
+    atomic_ullong idem[MX_IDEM_RESULTS];
     mx_hist duration;
     atomic_long inflight;
     atomic_long connections;
@@ -183,6 +189,12 @@ void mx_cancelled(mx *m, size_t validation)
     add(&m->v[validation].cancelled);
 }
 
+void mx_idem(mx *m, int result)
+{
+    if (result >= 0 && result < MX_IDEM_RESULTS)
+        add(&m->idem[result]);
+}
+
 void mx_inflight(mx *m, long delta)
 {
     atomic_fetch_add_explicit(&m->inflight, delta, memory_order_relaxed);
@@ -287,6 +299,12 @@ static void render_checkouts(text *t, const mx *m)
            "Time from receiving a checkout to its answer, for checkouts that ran their "
            "validations (accepted, rejected, failed).");
     histogram(t, "checkoutd_checkout_duration_seconds", NULL, &m->duration);
+    family(t, "checkoutd_idempotency_total", "counter",
+           "Checkouts with an Idempotency-Key by what their claim found: new (ran), replayed "
+           "(the stored answer), in_progress, mismatch (key reused), unavailable (store down).");
+    for (size_t i = 0; i < MX_IDEM_RESULTS; i++)
+        put(t, "checkoutd_idempotency_total{result=\"%s\"} %llu\n", idem_names[i],
+            load(&m->idem[i]));
 }
 
 /* O(validations x kinds) plus O(validations x buckets). */

@@ -34,6 +34,9 @@ typedef enum mx_outcome {
     MX_NOT_FOUND,
     MX_OVERLOADED,
     MX_SHUTTING_DOWN,
+    MX_IDEMPOTENCY_IN_PROGRESS,
+    MX_IDEMPOTENCY_KEY_REUSED,
+    MX_IDEMPOTENCY_UNAVAILABLE,
     MX_INTERNAL,
     MX_OUTCOMES /* count, not an outcome */
 } mx_outcome;
@@ -62,6 +65,10 @@ void mx_checkout(mx *m, mx_outcome outcome, double seconds);
  * Cancelled calls never got an answer: count them with mx_cancelled instead. */
 void mx_upstream(mx *m, size_t validation, tg_kind kind, double seconds);
 void mx_cancelled(mx *m, size_t validation);
+/* checkoutd_idempotency_total{result}: what a keyed checkout's claim found (idem_result order:
+ * new, replayed, in_progress, mismatch, unavailable); out of range is ignored. */
+#define MX_IDEM_RESULTS 5
+void mx_idem(mx *m, int result);
 /* Gauges: add delta (+1 on start, -1 on end). */
 void mx_inflight(mx *m, long delta);    /* checkoutd_inflight_checkouts */
 void mx_connections(mx *m, long delta); /* checkoutd_open_connections */

@@ -120,6 +120,8 @@ static struct MHD_Response *make_response(co_answer *a, const char *allow, int c
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (a->request_id[0] != '\0')
         MHD_add_response_header(r, "X-Request-Id", a->request_id);
+    if (a->replayed)
+        MHD_add_response_header(r, "Idempotent-Replayed", "true");
     if (a->retry_after > 0) {
         char secs[16];
         snprintf(secs, sizeof(secs), "%d", a->retry_after);
@@ -285,6 +287,16 @@ static enum MHD_Result frame_each(void *cls, enum MHD_ValueKind kind, const char
     return MHD_YES;
 }
 
+static enum MHD_Result count_idempotency_keys(void *cls, enum MHD_ValueKind kind, const char *key,
+                                              const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, "Idempotency-Key") == 0)
+        (*(int *)cls)++;
+    return MHD_YES;
+}
+
 /* The framing rules of frame.h over the request's headers: NULL, or why it is refused. */
 static const char *framing_error(struct MHD_Connection *conn, const char *version)
 {
@@ -430,6 +442,9 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
         .traceparent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),
     };
     co_checkout *c = NULL;
+    if (cr.idempotency_key != NULL) /* two of them are refused: which one would be the key? */
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, count_idempotency_keys,
+                                  &cr.idempotency_keys);
     req->route = ROUTE_DONE;
     if (co_accept(s->checkout, &cr, on_checkout_reply, req, &c, &req->answer) != 0)
         return send_decided(req, NULL);
@@ -439,6 +454,11 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
     atomic_fetch_add(&s->pending, 1);
     MHD_suspend_connection(conn);
     co_launch(s->checkout, c, req->worker->index);
+    /* Answered inside co_launch (a replay, 409, 422 or 503 of the idempotency claim): the resumed
+     * connection is served by the next MHD_run, so that turn must not wait for I/O. The reply of
+     * a task group comes on a later turn, which runs MHD_run after it anyway. */
+    if (req->answered)
+        tg_loop_wakeup(req->worker->loop);
     return MHD_YES;
 }
 

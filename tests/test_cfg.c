@@ -1033,6 +1033,103 @@ static void test_edge_keys(void **state)
     REFUSED("{}", bad, "CHECKOUTD_IDLE_TIMEOUT_MS");
 }
 
+/* ---- idempotency (lib/cfg_idem.c) ---- */
+
+#define IDEM_DOC(block) "{\"validations\": [" GOOD_VAL "], \"idempotency\": " block "}"
+
+static void test_idempotency_defaults(void **state)
+{
+    cfg c;
+    (void)state;
+    expect_ok(&c, "{\"validations\": [" GOOD_VAL "]}", NULL);
+    assert_int_equal(c.idempotency.store, CFG_IDEM_MEMORY);
+    assert_null(c.idempotency.redis_url);
+    assert_int_equal(c.idempotency.ttl_s, 86400);
+    assert_int_equal(c.idempotency.max_keys, 100000);
+    assert_int_equal(c.idempotency.timeout_ms, 200);
+    cfg_free(&c);
+    expect_ok(&c, IDEM_DOC("{}"), NULL);
+    assert_int_equal(c.idempotency.store, CFG_IDEM_MEMORY);
+    cfg_free(&c);
+}
+
+static void test_idempotency_keys(void **state)
+{
+    cfg c;
+    (void)state;
+    expect_ok(&c,
+              IDEM_DOC("{\"store\": \"redis\", \"redis_url\": \"redis://10.0.0.7:6380/2\", "
+                       "\"ttl_s\": 604800, \"max_keys\": 1, \"timeout_ms\": 10000}"),
+              NULL);
+    assert_int_equal(c.idempotency.store, CFG_IDEM_REDIS);
+    assert_string_equal(c.idempotency.redis_url, "redis://10.0.0.7:6380/2");
+    assert_string_equal(c.idempotency.redis_host, "10.0.0.7");
+    assert_int_equal(c.idempotency.redis_port, 6380);
+    assert_int_equal(c.idempotency.redis_db, 2);
+    assert_int_equal(c.idempotency.ttl_s, 604800);
+    assert_int_equal(c.idempotency.max_keys, 1);
+    assert_int_equal(c.idempotency.timeout_ms, 10000);
+    cfg_free(&c);
+    expect_ok(&c, IDEM_DOC("{\"store\": \"redis\", \"redis_url\": \"redis://[::1]:6379\"}"), NULL);
+    assert_string_equal(c.idempotency.redis_host, "::1");
+    assert_int_equal(c.idempotency.redis_db, 0);
+    cfg_free(&c);
+    expect_ok(&c, IDEM_DOC("{\"store\": \"off\"}"), NULL);
+    assert_int_equal(c.idempotency.store, CFG_IDEM_OFF);
+    cfg_free(&c);
+}
+
+static void test_idempotency_refusals(void **state)
+{
+    (void)state;
+    REFUSED(IDEM_DOC("[]"), NULL, SRC ": idempotency: expected an object");
+    REFUSED(IDEM_DOC("{\"stor\": \"memory\"}"), NULL, "idempotency: unknown key \"stor\"",
+            "store, redis_url");
+    REFUSED(IDEM_DOC("{\"store\": \"disk\"}"), NULL, "idempotency.store: expected \"memory\"",
+            "\"disk\"");
+    REFUSED(IDEM_DOC("{\"store\": \"redis\"}"), NULL,
+            "idempotency.redis_url: required when idempotency.store is \"redis\"");
+    REFUSED(IDEM_DOC("{\"ttl_s\": 0}"), NULL,
+            "idempotency.ttl_s: expected an integer in 1..604800");
+    REFUSED(IDEM_DOC("{\"ttl_s\": 604801}"), NULL, "idempotency.ttl_s");
+    REFUSED(IDEM_DOC("{\"max_keys\": 10000001}"), NULL, "idempotency.max_keys");
+    REFUSED(IDEM_DOC("{\"timeout_ms\": \"200\"}"), NULL, "idempotency.timeout_ms");
+    const char *urls[] = {"\"http://h:1\"",      "\"redis://h\"",     "\"redis://h:0\"",
+                          "\"redis://h:70000\"", "\"redis://:1\"",    "\"redis://h:1/16\"",
+                          "\"redis://h:1/x\"",   "\"redis://h h:1\"", "6379"};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        char doc[DOC_MAX];
+        snprintf(doc, sizeof doc, IDEM_DOC("{\"store\": \"redis\", \"redis_url\": %s}"), urls[i]);
+        REFUSED(doc, NULL, "idempotency.redis_url: expected redis://HOST:PORT[/DB]");
+    }
+}
+
+static void test_idempotency_environment(void **state)
+{
+    cfg c;
+    (void)state;
+    const env_var env[] = {{"CHECKOUTD_IDEMPOTENCY_STORE", "redis"},
+                           {"CHECKOUTD_IDEMPOTENCY_REDIS_URL", "redis://redis:6379"},
+                           {"CHECKOUTD_IDEMPOTENCY_TTL_S", "60"},
+                           {"CHECKOUTD_IDEMPOTENCY_MAX_KEYS", "7"},
+                           {"CHECKOUTD_IDEMPOTENCY_TIMEOUT_MS", "50"},
+                           {NULL, NULL}};
+    expect_ok(&c, IDEM_DOC("{\"store\": \"off\", \"ttl_s\": 5}"), env);
+    assert_int_equal(c.idempotency.store, CFG_IDEM_REDIS);
+    assert_string_equal(c.idempotency.redis_host, "redis");
+    assert_int_equal(c.idempotency.ttl_s, 60);
+    assert_int_equal(c.idempotency.max_keys, 7);
+    assert_int_equal(c.idempotency.timeout_ms, 50);
+    cfg_free(&c);
+    const env_var bad_store[] = {{"CHECKOUTD_IDEMPOTENCY_STORE", "Memory"}, {NULL, NULL}};
+    REFUSED(IDEM_DOC("{}"), bad_store, "CHECKOUTD_IDEMPOTENCY_STORE: expected \"memory\"");
+    const env_var bad_ttl[] = {{"CHECKOUTD_IDEMPOTENCY_TTL_S", "1d"}, {NULL, NULL}};
+    REFUSED(IDEM_DOC("{}"), bad_ttl,
+            "CHECKOUTD_IDEMPOTENCY_TTL_S: expected an integer in 1..604800");
+    const env_var no_url[] = {{"CHECKOUTD_IDEMPOTENCY_STORE", "redis"}, {NULL, NULL}};
+    REFUSED(IDEM_DOC("{}"), no_url, "idempotency.redis_url: required");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1076,6 +1173,10 @@ int main(void)
         cmocka_unit_test(test_small_err_buffer),
         cmocka_unit_test(test_free_is_idempotent),
         cmocka_unit_test(test_edge_keys),
+        cmocka_unit_test(test_idempotency_defaults),
+        cmocka_unit_test(test_idempotency_keys),
+        cmocka_unit_test(test_idempotency_refusals),
+        cmocka_unit_test(test_idempotency_environment),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

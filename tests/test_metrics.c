@@ -155,6 +155,9 @@ static void test_outcome_codes(void **state)
                                                    "not_found",
                                                    "overloaded",
                                                    "shutting_down",
+                                                   "idempotency_in_progress",
+                                                   "idempotency_key_reused",
+                                                   "idempotency_unavailable",
                                                    "internal"};
     (void)state;
     for (int i = 0; i < MX_OUTCOMES; i++) {
@@ -198,6 +201,7 @@ static void test_fresh_registry_has_every_series_at_zero(void **state)
     }
     assert_true(value(text, "checkoutd_inflight_checkouts") == 0);
     assert_true(value(text, "checkoutd_open_connections") == 0);
+    assert_true(value(text, "checkoutd_idempotency_total{result=\"replayed\"}") == 0);
 }
 
 /* ---- counters and gauges --------------------------------------------------------------------- */

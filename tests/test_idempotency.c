@@ -1,0 +1,374 @@
+/* Idempotency-Key, against the real programs on free loopback ports: every row of the contract's
+ * section with the memory store (first run, replay byte for byte, quoted form, in progress, key
+ * reused, 422 stored, 502 not stored, malformed and repeated keys, the store full of claims,
+ * store "off", the metric). */
+#include "support/http.h"
+#include "support/proc.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+typedef struct world {
+    proc upstreams, daemon;
+    int up_port[3];
+    int port;
+    char config_path[80];
+} world;
+
+static const char visa[] =
+    "{\"order_id\": \"ord-1\", \"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, "
+    "\"items\": [], \"payment\": {\"token\": \"tok_visa\"}}";
+static const char visa_other[] =
+    "{\"order_id\": \"ord-2\", \"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, "
+    "\"items\": [], \"payment\": {\"token\": \"tok_visa\"}}";
+static const char slow[] = "{\"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, "
+                           "\"items\": [], \"payment\": {\"token\": \"tok_slow\"}}";
+static const char declined[] = "{\"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, "
+                               "\"items\": [], \"payment\": {\"token\": \"tok_declined\"}}";
+static const char erroring[] = "{\"address\": {\"postal_code\": \"1\", \"country\": \"US\"}, "
+                               "\"items\": [], \"payment\": {\"token\": \"tok_error\"}}";
+
+static void write_config(world *w, const char *idempotency)
+{
+    snprintf(w->config_path, sizeof(w->config_path), "/tmp/checkoutd-idem-%d-%p.json",
+             (int)getpid(), (void *)w);
+    FILE *f = fopen(w->config_path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"listen\": \"127.0.0.1:0\", \"deadline_ms\": 4000, \"idempotency\": %s, "
+            "\"validations\": ["
+            "{\"name\": \"address\", \"field\": \"address\", \"url\": \"http://127.0.0.1:%d/a\"},"
+            "{\"name\": \"inventory\", \"field\": \"items\", \"url\": \"http://127.0.0.1:%d/i\"},"
+            "{\"name\": \"payment\", \"field\": \"payment\", \"url\": \"http://127.0.0.1:%d/p\", "
+            "\"timeout_ms\": 3000}]}\n",
+            idempotency, w->up_port[0], w->up_port[1], w->up_port[2]);
+    fclose(f);
+}
+
+/* Upstreams whose tok_slow answers after 1.5 s; checkoutd with the idempotency block given. */
+static void world_start(world *w, const char *idempotency)
+{
+    memset(w, 0, sizeof(*w));
+    char *args[] = {"--slow-ms", "1500", NULL};
+    assert_int_equal(proc_start_upstreams(&w->upstreams, args, "/dev/null", w->up_port), 0);
+    write_config(w, idempotency);
+    w->port = proc_start_checkoutd(&w->daemon, w->config_path, NULL, NULL, "/dev/null");
+    assert_true(w->port > 0);
+}
+
+static void world_stop(world *w)
+{
+    proc_stop(&w->daemon);
+    proc_stop(&w->upstreams);
+    unlink(w->config_path);
+}
+
+static long payments(const world *w)
+{
+    char url[96];
+    http_reply r;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/stats", w->up_port[2]);
+    http_request("GET", url, NULL, NULL, 0, 5000, &r);
+    long v = (long)json_integer_value(json_object_get(r.json, "requests"));
+    http_reply_free(&r);
+    return v;
+}
+
+/* POST /checkout with an Idempotency-Key (NULL: none; a second one when key2 is set). */
+static void post(int port, const char *key, const char *key2, const char *body, http_reply *r)
+{
+    char h1[400], h2[400], url[64];
+    const char *headers[4] = {"Content-Type: application/json", NULL, NULL, NULL};
+    if (key != NULL) {
+        snprintf(h1, sizeof h1, "Idempotency-Key: %s", key);
+        headers[1] = h1;
+    }
+    if (key2 != NULL) {
+        snprintf(h2, sizeof h2, "Idempotency-Key: %s", key2);
+        headers[2] = h2;
+    }
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/checkout", port);
+    http_request("POST", url, headers, body, strlen(body), 10000, r);
+}
+
+static const char *code_of(const http_reply *r)
+{
+    return json_string_value(json_object_get(json_object_get(r->json, "error"), "code"));
+}
+
+static double metric(int port, const char *series)
+{
+    char url[64];
+    http_reply r;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+    http_request("GET", url, NULL, NULL, 0, 5000, &r);
+    const char *p = r.body ? strstr(r.body, series) : NULL;
+    double v = p ? strtod(p + strlen(series), NULL) : -1;
+    http_reply_free(&r);
+    return v;
+}
+
+typedef struct bg_post {
+    pthread_t thread;
+    int port;
+    const char *key, *body;
+    http_reply reply;
+} bg_post;
+
+static void *bg_main(void *arg)
+{
+    bg_post *b = arg;
+    post(b->port, b->key, NULL, b->body, &b->reply);
+    return NULL;
+}
+
+static void bg_start(bg_post *b, int port, const char *key, const char *body)
+{
+    memset(b, 0, sizeof(*b));
+    b->port = port;
+    b->key = key;
+    b->body = body;
+    assert_int_equal(pthread_create(&b->thread, NULL, bg_main, b), 0);
+}
+
+static void wait_payments(const world *w, long n)
+{
+    double until = proc_now_ms() + 5000;
+    while (payments(w) < n && proc_now_ms() < until)
+        usleep(10 * 1000);
+    assert_true(payments(w) >= n);
+}
+
+/* ---- rows shared by both stores (world already started) ---- */
+
+/* First run, then the same key and body: the stored answer byte for byte, replayed, with the new
+ * request's X-Request-Id, no upstream call; the quoted form is the same key. */
+static void rows_first_run_and_replay(world *w, const char *key)
+{
+    http_reply a, b, c;
+    char quoted[300];
+    post(w->port, key, NULL, visa, &a);
+    assert_int_equal(a.status, 200);
+    assert_null(http_reply_header(&a, "Idempotent-Replayed"));
+    long calls = payments(w);
+    post(w->port, key, NULL, visa, &b);
+    assert_int_equal(b.status, 200);
+    assert_string_equal(http_reply_header(&b, "Idempotent-Replayed"), "true");
+    assert_int_equal(b.body_len, a.body_len);
+    assert_memory_equal(b.body, a.body, a.body_len);
+    assert_string_not_equal(http_reply_header(&b, "X-Request-Id"),
+                            http_reply_header(&a, "X-Request-Id"));
+    snprintf(quoted, sizeof quoted, "\"%s\"", key);
+    post(w->port, quoted, NULL, visa, &c);
+    assert_int_equal(c.status, 200);
+    assert_string_equal(http_reply_header(&c, "Idempotent-Replayed"), "true");
+    assert_memory_equal(c.body, a.body, a.body_len);
+    assert_int_equal(payments(w), calls); /* no upstream saw the replays */
+    http_reply_free(&a);
+    http_reply_free(&b);
+    http_reply_free(&c);
+    /* same key, another body: 422, and the stored answer stays */
+    post(w->port, key, NULL, visa_other, &a);
+    assert_int_equal(a.status, 422);
+    assert_string_equal(code_of(&a), "idempotency_key_reused");
+    http_reply_free(&a);
+    post(w->port, key, NULL, visa, &a);
+    assert_string_equal(http_reply_header(&a, "Idempotent-Replayed"), "true");
+    http_reply_free(&a);
+    assert_int_equal(payments(w), calls);
+}
+
+/* A checkout still running: the same key and body get 409 with Retry-After, another body 422;
+ * once it ended, its answer is replayed. */
+static void rows_in_progress(world *w, const char *key)
+{
+    bg_post first;
+    http_reply r;
+    long before = payments(w);
+    bg_start(&first, w->port, key, slow);
+    wait_payments(w, before + 1);
+    post(w->port, key, NULL, slow, &r);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(code_of(&r), "idempotency_in_progress");
+    assert_string_equal(http_reply_header(&r, "Retry-After"), "1");
+    assert_true(r.elapsed_ms < 1000);
+    http_reply_free(&r);
+    post(w->port, key, NULL, visa, &r);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(code_of(&r), "idempotency_key_reused");
+    http_reply_free(&r);
+    pthread_join(first.thread, NULL);
+    assert_int_equal(first.reply.status, 200);
+    post(w->port, key, NULL, slow, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(http_reply_header(&r, "Idempotent-Replayed"), "true");
+    assert_memory_equal(r.body, first.reply.body, first.reply.body_len);
+    assert_true(r.elapsed_ms < 1000);
+    http_reply_free(&r);
+    http_reply_free(&first.reply);
+    assert_int_equal(payments(w), before + 1);
+}
+
+/* A 422 is final and stored; a 502 is released: its retry runs again. */
+static void rows_422_stored_502_not(world *w, const char *k422, const char *k502)
+{
+    http_reply a, b;
+    post(w->port, k422, NULL, declined, &a);
+    assert_int_equal(a.status, 422);
+    long calls = payments(w);
+    post(w->port, k422, NULL, declined, &b);
+    assert_int_equal(b.status, 422);
+    assert_string_equal(http_reply_header(&b, "Idempotent-Replayed"), "true");
+    assert_memory_equal(b.body, a.body, a.body_len);
+    assert_int_equal(payments(w), calls);
+    http_reply_free(&a);
+    http_reply_free(&b);
+
+    post(w->port, k502, NULL, erroring, &a);
+    assert_int_equal(a.status, 502);
+    post(w->port, k502, NULL, erroring, &b);
+    assert_int_equal(b.status, 502);
+    assert_null(http_reply_header(&b, "Idempotent-Replayed"));
+    assert_int_equal(payments(w), calls + 2); /* both ran */
+    http_reply_free(&a);
+    http_reply_free(&b);
+}
+
+/* Malformed keys and two headers: 400 invalid_request naming the header, nothing upstream. */
+static void rows_malformed(world *w)
+{
+    const char *bad[] = {"\"\"",      "\"unterminated", "\"a\"b\"",
+                         "\"a\\xb\"", "caf\xc3\xa9",    "\"two words\""};
+    char long_key[300];
+    http_reply r;
+    long calls = payments(w);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0] + 1; i++) {
+        const char *k = bad[i < sizeof bad / sizeof bad[0] ? i : 0];
+        if (i == sizeof bad / sizeof bad[0]) {
+            memset(long_key, 'k', 256);
+            long_key[256] = '\0';
+            k = long_key;
+        }
+        post(w->port, k, NULL, visa, &r);
+        if (r.status != 400)
+            fail_msg("key %s: status %ld", k, r.status);
+        assert_string_equal(code_of(&r), "invalid_request");
+        assert_non_null(strstr(r.body, "Idempotency-Key"));
+        http_reply_free(&r);
+    }
+    post(w->port, "k-a", "k-b", visa, &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(code_of(&r), "invalid_request");
+    assert_non_null(strstr(r.body, "Idempotency-Key"));
+    http_reply_free(&r);
+    assert_int_equal(payments(w), calls);
+}
+
+/* ---- the memory store ---- */
+
+static void test_memory_rows(void **state)
+{
+    world w;
+    (void)state;
+    world_start(&w, "{}");
+    rows_first_run_and_replay(&w, "mem-key-1");
+    rows_in_progress(&w, "mem-key-slow");
+    rows_422_stored_502_not(&w, "mem-key-422", "mem-key-502");
+    rows_malformed(&w);
+    /* without a key, nothing changes: each request runs */
+    http_reply r;
+    long calls = payments(&w);
+    post(w.port, NULL, NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+    post(w.port, NULL, NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    assert_null(http_reply_header(&r, "Idempotent-Replayed"));
+    http_reply_free(&r);
+    assert_int_equal(payments(&w), calls + 2);
+    /* a replay counts as replayed, not as a checkout */
+    double accepted = metric(w.port, "checkoutd_checkouts_total{outcome=\"accepted\"} ");
+    double replayed = metric(w.port, "checkoutd_idempotency_total{result=\"replayed\"} ");
+    post(w.port, "mem-key-1", NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+    assert_true(metric(w.port, "checkoutd_checkouts_total{outcome=\"accepted\"} ") == accepted);
+    assert_true(metric(w.port, "checkoutd_idempotency_total{result=\"replayed\"} ") ==
+                replayed + 1);
+    assert_true(metric(w.port, "checkoutd_idempotency_total{result=\"mismatch\"} ") >= 2);
+    assert_true(metric(w.port, "checkoutd_idempotency_total{result=\"in_progress\"} ") >= 1);
+    assert_true(metric(w.port, "checkoutd_checkouts_total{outcome=\"idempotency_in_progress\"} ") >=
+                1);
+    world_stop(&w);
+}
+
+/* max_keys 1 and its one entry a claim in progress: a new key is answered 503
+ * idempotency_unavailable at once, with nothing sent upstream; an unkeyed checkout still runs. */
+static void test_memory_full_of_claims(void **state)
+{
+    world w;
+    bg_post first;
+    http_reply r;
+    (void)state;
+    world_start(&w, "{\"max_keys\": 1}");
+    bg_start(&first, w.port, "only", slow);
+    wait_payments(&w, 1);
+    long calls = payments(&w);
+    post(w.port, "another", NULL, visa, &r);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(code_of(&r), "idempotency_unavailable");
+    assert_string_equal(http_reply_header(&r, "Retry-After"), "1");
+    http_reply_free(&r);
+    assert_int_equal(payments(&w), calls);
+    post(w.port, NULL, NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+    pthread_join(first.thread, NULL);
+    assert_int_equal(first.reply.status, 200);
+    http_reply_free(&first.reply);
+    post(w.port, "another", NULL, visa, &r); /* the stored answer is evicted for it */
+    assert_int_equal(r.status, 200);
+    assert_null(http_reply_header(&r, "Idempotent-Replayed"));
+    http_reply_free(&r);
+    assert_true(metric(w.port, "checkoutd_idempotency_total{result=\"unavailable\"} ") == 1);
+    world_stop(&w);
+}
+
+/* "off": the header is forwarded, not inspected: a malformed one is fine and a repeat runs. */
+static void test_store_off(void **state)
+{
+    world w;
+    http_reply r;
+    (void)state;
+    world_start(&w, "{\"store\": \"off\"}");
+    long calls = payments(&w);
+    for (int i = 0; i < 2; i++) {
+        post(w.port, "\"not valid", NULL, visa, &r);
+        assert_int_equal(r.status, 200);
+        assert_null(http_reply_header(&r, "Idempotent-Replayed"));
+        http_reply_free(&r);
+    }
+    assert_int_equal(payments(&w), calls + 2);
+    world_stop(&w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory_rows),
+        cmocka_unit_test(test_memory_full_of_claims),
+        cmocka_unit_test(test_store_off),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
