@@ -105,4 +105,12 @@ idem_store *idem_mem_new(long max_keys, size_t max_bytes, long claim_ms, long tt
 /* Entries and bytes held now (for tests). */
 void idem_mem_usage(idem_store *s, size_t *entries, size_t *bytes);
 
+/* The Redis store (lib/idem_redis.c): one connection per loop (claim->worker picks it), made now
+ * (call before the loops start) and remade by itself after a failure. host is resolved here, once.
+ * timeout_ms bounds each operation. NULL with a one-line reason in err. */
+struct tg_loop;
+idem_store *idem_redis_new(const char *host, int port, int db, long timeout_ms, long claim_ms,
+                           long ttl_ms, struct tg_loop *const *loops, size_t nloops,
+                           idem_log_fn log, char *err, size_t errlen);
+
 #endif

@@ -20,6 +20,8 @@
 #include "tg.h"
 #include "tg_tls.h"
 
+#include "tg_watch.h"
+
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
@@ -39,8 +41,9 @@
 #define TG_IDLE_HANDLES 1024 /* enough for a few hundred checkouts in flight */
 #define TG_EVENTS       256  /* epoll events taken per wait; more simply wait for the next turn */
 /* epoll_event.data of the loop's own fds; a libcurl socket's is the fd itself (>= 0). */
-#define TG_TAG_WAKE (UINT64_C(1) << 32)
-#define TG_TAG_HOOK (UINT64_C(2) << 32)
+#define TG_TAG_WAKE  (UINT64_C(1) << 32)
+#define TG_TAG_HOOK  (UINT64_C(2) << 32)
+#define TG_TAG_WATCH (UINT64_C(3) << 32) /* the epoll fd of tg_watch's set */
 
 typedef struct tg_call {
     tg_group *group;
@@ -103,6 +106,7 @@ struct tg_loop {
     int no_proxy; /* no proxy variable was set at start: skip libcurl's lookups per transfer */
     int has_hook;
     tg_hook hook;
+    tgw_set *watches; /* fd watches and timers (lib/tg_watch.c) */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -719,6 +723,9 @@ static void wait_and_dispatch(tg_loop *l, int max_wait_ms, int nowait)
 {
     struct epoll_event events[TG_EVENTS];
     int ms = nowait ? 0 : wait_ms(l, max_wait_ms);
+    long watch_ms = tgw_next_ms(l->watches);
+    if (watch_ms >= 0 && watch_ms < ms)
+        ms = (int)watch_ms;
     if (l->has_hook && ms > 0 && l->hook.timeout_ms) {
         long hook_ms = l->hook.timeout_ms(l->hook.arg);
         if (hook_ms >= 0 && hook_ms < ms)
@@ -731,8 +738,8 @@ static void wait_and_dispatch(tg_loop *l, int max_wait_ms, int nowait)
             drain_wakeups(l);
             continue;
         }
-        if (tag == TG_TAG_HOOK)
-            continue; /* the hook runs first in the next turn */
+        if (tag == TG_TAG_HOOK || tag == TG_TAG_WATCH)
+            continue; /* the hook and the watches run first in the next turn */
         int flags = 0;
         if (events[i].events & EPOLLIN)
             flags |= CURL_CSELECT_IN;
@@ -749,6 +756,7 @@ static void wait_and_dispatch(tg_loop *l, int max_wait_ms, int nowait)
 int tg_loop_run_once(tg_loop *l, int max_wait_ms)
 {
     tg_group *finish = NULL;
+    tgw_run(l->watches); /* before the hook: what its callbacks resume or submit goes this turn */
     if (l->has_hook)
         l->hook.run(l->hook.arg);
     tg_group *g = queue_take(l);
@@ -786,6 +794,9 @@ tg_loop *tg_loop_new(const tg_loop_options *opts)
     l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (l->epfd < 0 || l->wakefd < 0 || epoll_add(l->epfd, l->wakefd, TG_TAG_WAKE) != 0)
         goto fail;
+    l->watches = tgw_new(l->epfd, TG_TAG_WATCH);
+    if (l->watches == NULL)
+        goto fail;
     l->max_body_bytes = opts && opts->max_body_bytes > 0 ? opts->max_body_bytes : 1048576;
     l->no_proxy = proxy_variables_unset();
     l->multi = curl_multi_init();
@@ -800,12 +811,18 @@ tg_loop *tg_loop_new(const tg_loop_options *opts)
     pthread_mutex_init(&l->lock, NULL);
     return l;
 fail:
+    tgw_free(l->watches);
     if (l->epfd >= 0)
         close(l->epfd);
     if (l->wakefd >= 0)
         close(l->wakefd);
     free(l);
     return NULL;
+}
+
+tgw_set *tg_loop_watches(tg_loop *l)
+{
+    return l->watches;
 }
 
 void tg_loop_set_hook(tg_loop *l, const tg_hook *hook)
@@ -903,6 +920,7 @@ void tg_loop_free(tg_loop *l)
         free(l->urls[i].url);
     }
     curl_multi_cleanup(l->multi);
+    tgw_free(l->watches);
     close(l->epfd);
     close(l->wakefd);
     pthread_mutex_destroy(&l->lock);

@@ -461,7 +461,9 @@ void co_launch(co_service *s, co_checkout *c, size_t loop)
 
 void co_idem_log(const char *event, const char *detail)
 {
-    jlog_event(JLOG_WARN, event, json_pack("{s:s}", "detail", detail ? detail : ""));
+    int up = strcmp(event, "idempotency_store_up") == 0;
+    jlog_event(up ? JLOG_INFO : JLOG_WARN, event,
+               json_pack("{s:s}", "detail", detail ? detail : ""));
 }
 
 /* Counts the checkout and each of its calls. O(validations) relaxed atomic adds. */

@@ -152,20 +152,25 @@ static int parse_args(int argc, char **argv, const char **config_path, int *chec
  * 100000 keys with answers of about 2.5 KiB each; beyond it the oldest answers go first. */
 #define CHECKOUTD_IDEM_MAX_BYTES ((size_t)256 << 20)
 
-/* The Idempotency-Key store of the config; NULL with *ok 1 for "off", *ok 0 on failure. */
+/* The Idempotency-Key store of the config (before the loops start); NULL with *ok 1 for "off",
+ * *ok 0 after a message on failure. A claim expires after deadline_ms + 5 s (contract). */
 static idem_store *idem_open(const cfg *c, tg_loop *const *loops, size_t nloops, int *ok)
 {
     const cfg_idempotency *ic = &c->idempotency;
+    long claim_ms = c->deadline_ms + 5000, ttl_ms = ic->ttl_s * 1000;
+    char err[300] = "out of memory";
     idem_store *s = NULL;
-    (void)loops;
-    (void)nloops;
     *ok = 1;
-    if (ic->store == CFG_IDEM_MEMORY)
-        s = idem_mem_new(ic->max_keys, CHECKOUTD_IDEM_MAX_BYTES, c->deadline_ms + 5000,
-                         ic->ttl_s * 1000, co_idem_log);
-    else
+    if (ic->store == CFG_IDEM_OFF)
         return NULL;
+    if (ic->store == CFG_IDEM_MEMORY)
+        s = idem_mem_new(ic->max_keys, CHECKOUTD_IDEM_MAX_BYTES, claim_ms, ttl_ms, co_idem_log);
+    else
+        s = idem_redis_new(ic->redis_host, ic->redis_port, ic->redis_db, ic->timeout_ms, claim_ms,
+                           ttl_ms, loops, nloops, co_idem_log, err, sizeof err);
     *ok = s != NULL;
+    if (s == NULL)
+        fprintf(stderr, "checkoutd: %s\n", err);
     return s;
 }
 
@@ -220,10 +225,8 @@ int main(int argc, char **argv)
     }
     co_service_init(&checkout, &c, loops, nloops, metrics);
     checkout.idem = idem_open(&c, loops, nloops, &loops_ok);
-    if (!loops_ok) {
-        fprintf(stderr, "checkoutd: cannot open the idempotency store\n");
+    if (!loops_ok)
         goto out;
-    }
     server = srv_start(&c, &checkout, loops, nloops, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "checkoutd: %s\n", err);
@@ -250,10 +253,12 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     stop_loops(loops, nloops);
+    /* Before srv_stop: a claim still waiting for Redis is answered (503) on this thread, and its
+     * connection must still exist; after the loops: nothing else drives the store any more. */
+    idem_free(checkout.idem);
     srv_stop(server);
     for (size_t i = 0; i < nloops; i++)
         tg_loop_free(loops[i]);
-    idem_free(checkout.idem);
     mx_free(metrics);
     cfg_free(&c);
     return rc;

@@ -1,7 +1,8 @@
 /* Idempotency-Key, against the real programs on free loopback ports: every row of the contract's
  * section with the memory store (first run, replay byte for byte, quoted form, in progress, key
  * reused, 422 stored, 502 not stored, malformed and repeated keys, the store full of claims,
- * store "off", the metric). */
+ * store "off", the metric), and the same rows with the Redis store on a real redis-server started
+ * here on a free port; two checkoutd sharing one Redis; Redis stopped and restarted mid-run. */
 #include "support/http.h"
 #include "support/proc.h"
 
@@ -363,9 +364,180 @@ static void test_store_off(void **state)
     world_stop(&w);
 }
 
+/* ---- the Redis store ---- */
+
+typedef struct redis {
+    proc p;
+    int port;
+} redis;
+
+static int redis_ping(int port)
+{
+    char reply[256];
+    static const char ping[] = "PING\r\nQUIT\r\n";
+    int n = http_raw(port, ping, sizeof(ping) - 1, reply, sizeof reply, 1000);
+    return n > 0 && strstr(reply, "+PONG") != NULL ? 0 : -1;
+}
+
+/* redis-server on port (0: a free one), no persistence; waits until it answers PING. */
+static void redis_start(redis *r, int port)
+{
+    char port_arg[16];
+    memset(&r->p, 0, sizeof r->p);
+    r->port = port > 0 ? port : http_free_port();
+    assert_true(r->port > 0);
+    snprintf(port_arg, sizeof port_arg, "%d", r->port);
+    char *argv[] = {"redis-server", "--port",     port_arg,       "--bind", "127.0.0.1",
+                    "--save",       "",           "--appendonly", "no",     "--daemonize",
+                    "no",           "--loglevel", "warning",      NULL};
+    assert_int_equal(proc_spawn(&r->p, argv, NULL, "/dev/null"), 0);
+    double until = proc_now_ms() + 10000;
+    while (redis_ping(r->port) != 0 && proc_now_ms() < until)
+        usleep(20 * 1000);
+    assert_int_equal(redis_ping(r->port), 0);
+}
+
+static void redis_stop(redis *r)
+{
+    proc_stop(&r->p);
+}
+
+static void redis_block(char *out, size_t cap, int port)
+{
+    snprintf(out, cap,
+             "{\"store\": \"redis\", \"redis_url\": \"redis://127.0.0.1:%d\", "
+             "\"timeout_ms\": 200}",
+             port);
+}
+
+static void test_redis_rows(void **state)
+{
+    redis rs;
+    world w;
+    char block[160];
+    (void)state;
+    redis_start(&rs, 0);
+    redis_block(block, sizeof block, rs.port);
+    world_start(&w, block);
+    rows_first_run_and_replay(&w, "redis-key-1");
+    rows_in_progress(&w, "redis-key-slow");
+    rows_422_stored_502_not(&w, "redis-key-422", "redis-key-502");
+    rows_malformed(&w);
+    http_reply r;
+    post(w.port, NULL, NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+    world_stop(&w);
+    redis_stop(&rs);
+}
+
+/* Two checkoutd on one Redis: a checkout on A is replayed by B, and one still running on B is
+ * in progress for A. */
+static void test_redis_two_instances(void **state)
+{
+    redis rs;
+    world a, b;
+    char block[160];
+    http_reply r1, r2;
+    (void)state;
+    redis_start(&rs, 0);
+    redis_block(block, sizeof block, rs.port);
+    world_start(&a, block);
+    world_start(&b, block);
+    post(a.port, "shared-1", NULL, visa, &r1);
+    assert_int_equal(r1.status, 200);
+    long calls = payments(&b);
+    post(b.port, "shared-1", NULL, visa, &r2);
+    assert_int_equal(r2.status, 200);
+    assert_string_equal(http_reply_header(&r2, "Idempotent-Replayed"), "true");
+    assert_int_equal(r2.body_len, r1.body_len);
+    assert_memory_equal(r2.body, r1.body, r1.body_len);
+    assert_int_equal(payments(&b), calls);
+    http_reply_free(&r1);
+    http_reply_free(&r2);
+
+    bg_post running;
+    long before = payments(&b);
+    bg_start(&running, b.port, "shared-slow", slow);
+    wait_payments(&b, before + 1);
+    post(a.port, "shared-slow", NULL, slow, &r1);
+    assert_int_equal(r1.status, 409);
+    assert_string_equal(code_of(&r1), "idempotency_in_progress");
+    http_reply_free(&r1);
+    pthread_join(running.thread, NULL);
+    assert_int_equal(running.reply.status, 200);
+    post(a.port, "shared-slow", NULL, slow, &r1);
+    assert_string_equal(http_reply_header(&r1, "Idempotent-Replayed"), "true");
+    assert_memory_equal(r1.body, running.reply.body, running.reply.body_len);
+    http_reply_free(&r1);
+    http_reply_free(&running.reply);
+    world_stop(&a);
+    world_stop(&b);
+    redis_stop(&rs);
+}
+
+/* Redis stopped: keyed checkouts get 503 idempotency_unavailable (Retry-After: 1) within
+ * timeout_ms plus a little and nothing goes upstream; unkeyed ones still run; /readyz stays 200.
+ * Redis back on the same port: keyed checkouts work again, checkoutd not restarted. */
+static void test_redis_down_and_back(void **state)
+{
+    redis rs;
+    world w;
+    char block[160], url[64];
+    http_reply r;
+    (void)state;
+    redis_start(&rs, 0);
+    redis_block(block, sizeof block, rs.port);
+    world_start(&w, block);
+    post(w.port, "before-outage", NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+
+    redis_stop(&rs);
+    long calls = payments(&w);
+    for (int i = 0; i < 5; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "during-outage-%d", i);
+        post(w.port, key, NULL, visa, &r);
+        assert_int_equal(r.status, 503);
+        assert_string_equal(code_of(&r), "idempotency_unavailable");
+        assert_string_equal(http_reply_header(&r, "Retry-After"), "1");
+        assert_true(r.elapsed_ms < 200 + 800);
+        http_reply_free(&r);
+    }
+    assert_int_equal(payments(&w), calls);
+    post(w.port, NULL, NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", w.port);
+    http_request("GET", url, NULL, NULL, 0, 5000, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+
+    redis_start(&rs, rs.port);
+    long status = 0;
+    double until = proc_now_ms() + 10000;
+    for (int i = 0; status != 200 && proc_now_ms() < until; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "after-outage-%d", i);
+        post(w.port, key, NULL, visa, &r);
+        status = r.status;
+        http_reply_free(&r);
+        if (status != 200)
+            usleep(100 * 1000);
+    }
+    assert_int_equal(status, 200);
+    assert_true(metric(w.port, "checkoutd_idempotency_total{result=\"unavailable\"} ") >= 5);
+    world_stop(&w);
+    redis_stop(&rs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_redis_rows),
+        cmocka_unit_test(test_redis_two_instances),
+        cmocka_unit_test(test_redis_down_and_back),
         cmocka_unit_test(test_memory_rows),
         cmocka_unit_test(test_memory_full_of_claims),
         cmocka_unit_test(test_store_off),

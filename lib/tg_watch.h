@@ -1,0 +1,69 @@
+/* tg_watch — fd watches and timers on a tg_loop, for event sources other than libcurl and the
+ * HTTP daemon's hook (the Redis client's socket, its command timeouts), run by the loop's thread.
+ *
+ * A watch calls cb(w, events, arg) on the loop thread when fd is readable (TG_WATCH_READ) or
+ * writable (TG_WATCH_WRITE), level-triggered, while those events are wanted. A timer calls cb once,
+ * ms after tg_timer_start, unless stopped first. Each turn of the loop runs the ready watches and
+ * the due timers first, before the hook and before submitted groups start, so a callback may
+ * submit a group or resume a connection without a wake-up.
+ * Threads: every function here is called on the loop's thread, or before the loop started / after
+ * it stopped; no locks. A callback may start or stop any watch or timer, itself included.
+ * Costs: a watch is one EPOLL_CTL per change on a second epoll set (nested in the loop's, so tg.c
+ * has one more fd, not one more kind of event); a turn with a ready watch costs one epoll_wait
+ * (timeout 0) per ready fd; timers are a binary heap: O(log n) start/stop, O(1) next due. */
+#ifndef CHECKOUTD_TG_WATCH_H
+#define CHECKOUTD_TG_WATCH_H
+
+#include "tg.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TG_WATCH_READ  1u
+#define TG_WATCH_WRITE 2u
+
+typedef struct tg_watch tg_watch;
+typedef void (*tg_watch_fn)(tg_watch *w, unsigned events, void *arg);
+struct tg_watch {
+    int fd;          /* -1 when stopped */
+    unsigned events; /* wanted */
+    tg_watch_fn cb;
+    void *arg;
+};
+
+typedef struct tg_timer tg_timer;
+typedef void (*tg_timer_fn)(tg_timer *t, void *arg);
+struct tg_timer {
+    uint64_t due_ns;
+    size_t index; /* in the heap; SIZE_MAX when not running */
+    tg_timer_fn cb;
+    void *arg;
+};
+
+/* Watches fd for events (0 is allowed: registered, nothing wanted yet). 0 or a negative errno. */
+int tg_watch_start(tg_loop *l, tg_watch *w, int fd, unsigned events, tg_watch_fn cb, void *arg);
+/* Changes the wanted events of a started watch. 0 or a negative errno. */
+int tg_watch_set(tg_loop *l, tg_watch *w, unsigned events);
+/* Stops a watch (before fd is closed); no-op on a stopped or zeroed-with-fd--1 watch. */
+void tg_watch_stop(tg_loop *l, tg_watch *w);
+
+/* A zeroed timer must be initialised once (not running). */
+void tg_timer_init(tg_timer *t);
+/* (Re)starts t to fire ms (>= 0) from now. 0 or -ENOMEM. */
+int tg_timer_start(tg_loop *l, tg_timer *t, long ms, tg_timer_fn cb, void *arg);
+void tg_timer_stop(tg_loop *l, tg_timer *t);
+int tg_timer_running(const tg_timer *t);
+
+/* ---- for lib/tg.c only: the loop owns one set ---- */
+typedef struct tgw_set tgw_set;
+/* A set whose epoll fd is added to the loop's epfd with tag. NULL on failure. */
+tgw_set *tgw_new(int loop_epfd, uint64_t tag);
+void tgw_free(tgw_set *s);
+/* ms until the next timer is due (0: due now), -1 when none. */
+long tgw_next_ms(const tgw_set *s);
+/* Runs ready watches and due timers. */
+void tgw_run(tgw_set *s);
+/* The loop's set (lib/tg.c). */
+tgw_set *tg_loop_watches(tg_loop *l);
+
+#endif
