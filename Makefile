@@ -177,6 +177,8 @@ scaleout:
 	@sh scripts/deps.sh build
 	@$(MAKE) --no-print-directory MODE=release all
 	@bash bench/scaleout.sh build/release
+	@sh scripts/deps.sh test
+	@python3 bench/scaleout_idem.py build/release
 
 # `make soak [SOAK_MINUTES=10]`: checkoutd under a steady mixed load for N minutes (fractional: 0.5)
 # while the fake upstreams are killed -9 and restarted and a faulty upstream resets, hangs, answers

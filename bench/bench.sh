@@ -11,6 +11,9 @@
 #         (bound: 256 / 0.05 s = 5,120 checkouts/s)
 #   fail  address -> 200 at once, inventory -> 409 after 5 ms, payment -> 200 after 5 s,
 #         wrk 64 connections: every answer must be a 422 in about 5 ms (payment cancelled)
+#   fast_key, fast_key_redis  fast, each request with a new Idempotency-Key: claimed and stored in
+#         the memory store / in a Redis (redis-server started here on a free port, flushed before
+#         each run). Beside fast, from the same run: the cost of the feature per checkout.
 #   hold  (not in the default set) address and inventory -> 200 at once, payment -> 200 after 5 s,
 #         BENCH_HOLD_CONNECTIONS (4000) connections: every connection keeps one checkout in
 #         flight, which gives the memory per in-flight checkout. No warm-up; at least 12 s.
@@ -20,7 +23,7 @@
 #   BENCH_ROUNDS=3       rounds; each round runs every scenario on checkoutd then on the peer, and
 #                        the table shows medians over the rounds (the cores are shared: one run lies)
 #   BENCH_QUICK=1        smoke mode: 1 round, 1 s warm-up + 2 s measured (about 3 s a run)
-#   BENCH_SCENARIOS="fast slow fail" (add hold for memory per in-flight checkout)
+#   BENCH_SCENARIOS="fast fast_key fast_key_redis slow fail" (add hold for memory per in-flight checkout)
 #   BENCH_SERVERS="checkoutd peer"   BENCH_THREADS=2 (wrk -t)
 #   BENCH_COUNT_STATUS=1 count answers by status in every scenario (always on in fail; it costs wrk
 #                        throughput, so fast/slow rely on wrk's own non-2xx count unless asked)
@@ -50,7 +53,7 @@ else
   seconds=${BENCH_SECONDS:-10}
   rounds=${BENCH_ROUNDS:-3}
 fi
-scenarios=${BENCH_SCENARIOS:-fast slow fail}
+scenarios=${BENCH_SCENARIOS:-fast fast_key fast_key_redis slow fail}
 servers=${BENCH_SERVERS:-checkoutd peer}
 threads=${BENCH_THREADS:-2}
 outdir=${BENCH_OUT:-$root/bench/out}
@@ -79,6 +82,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/checkoutd-bench.XXXXXX")
 chmod 755 "$tmp"
 srv_pid=""
 stubs_up=0
+redis_pid=""
 
 stop_server() {
   [ -n "$srv_pid" ] || return 0
@@ -102,6 +106,10 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_server
+  if [ -n "$redis_pid" ]; then
+    kill -TERM "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
   if [ "$stubs_up" = 1 ]; then
     bash "$peers/upstreams/stop.sh" "$tmp/stubs" >/dev/null 2>&1 || true
   fi
@@ -145,16 +153,45 @@ start_stubs() {
   die "could not start the nginx stubs"
 }
 
+# ---- redis-server for fast_key_redis, on a free port below the ephemeral range -----------------
+start_redis() {
+  local try p
+  command -v redis-server >/dev/null 2>&1 || die "redis-server is missing (sh scripts/deps.sh bench)"
+  for try in $(seq 20); do
+    p=$((22000 + RANDOM % 8000))
+    port_taken "$p" && continue
+    redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning \
+      >"$tmp/redis.log" 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 50); do
+      if redis-cli -p "$p" ping 2>/dev/null | grep -q PONG; then
+        redis_port=$p
+        say "redis-server on 127.0.0.1:$p"
+        return 0
+      fi
+      sleep 0.1
+    done
+    kill -TERM "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+    redis_pid=""
+  done
+  die "could not start redis-server"
+}
+
 # ---- configs: one per scenario, the same file for checkoutd and the peer ----------------------
 write_config() { # scenario file
   local s=$1 f=$2 a i p
   case "$s" in
-    fast) a=$stub_base i=$stub_base p=$stub_base ;;
+    fast | fast_key | fast_key_redis) a=$stub_base i=$stub_base p=$stub_base ;;
     slow) a=$((stub_base + 1)) i=$((stub_base + 1)) p=$((stub_base + 1)) ;;
     fail) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3)) ;;
     hold) a=$stub_base i=$stub_base p=$((stub_base + 3)) ;;
-    *) die "unknown scenario '$s' (fast, slow, fail)" ;;
+    *) die "unknown scenario '$s' (fast, fast_key, fast_key_redis, slow, fail, hold)" ;;
   esac
+  # fast_key: the default memory store, sized for every key of a run (no eviction in the table);
+  # the other scenarios send no key, so the store (memory by default) is never touched.
+  local idem='{"store": "memory", "max_keys": 2000000}'
+  [ "$s" = fast_key_redis ] && idem="{\"store\": \"redis\", \"redis_url\": \"redis://127.0.0.1:$redis_port\"}"
   # Deadlines and timeouts far above every stub's delay but the 5 s one: no answer in the table
   # is a timeout; in fail the 409 after 5 ms must cancel the 5 s payment call, not a timer.
   cat >"$f" <<JSON
@@ -164,6 +201,7 @@ write_config() { # scenario file
   "max_body_bytes": 65536,
   "max_inflight": 100000,
   "max_upstream_body_bytes": 1048576,
+  "idempotency": $idem,
   "validations": [
     {"name": "address",   "field": "address", "url": "http://127.0.0.1:$a/validate", "timeout_ms": 10000},
     {"name": "inventory", "field": "items",   "url": "http://127.0.0.1:$i/check",    "timeout_ms": 10000},
@@ -262,6 +300,9 @@ run_one() { # round scenario server
   local n0 n1 m0 m1 nice0 nice1 wrk_s others_pct niced_pct nginx_us wrk_us rss_idle dur
   conns=$(connections_for "$s")
   dur=$seconds
+  local keys=0
+  case "$s" in fast_key*) keys=1 ;; esac
+  [ "$s" = fast_key_redis ] && redis-cli -p "$redis_port" flushall >/dev/null
   # hold: every checkout takes 5 s, so a run must last longer than that to answer any.
   if [ "$s" = hold ] && [ "$dur" -lt 12 ]; then dur=12; fi
   if ! start_server "$server" "$tmp/$s.json"; then
@@ -278,7 +319,7 @@ run_one() { # round scenario server
   # when the measured run starts, and the peak RSS would count both.
   : >"$tmp/warm.out"
   if [ "$s" != hold ]; then
-    BENCH_COUNT_STATUS=$count wrk -t"$threads" -c"$conns" -d"${warmup}s" --timeout 10s \
+    BENCH_IDEM_KEYS=$keys BENCH_COUNT_STATUS=$count wrk -t"$threads" -c"$conns" -d"${warmup}s" --timeout 10s \
       -s "$here/checkout.lua" "$url" >"$tmp/warm.out" 2>&1 || true
   fi
   warm_requests=$(sed -n 's/^@@bench requests=\([0-9]*\).*/\1/p' "$tmp/warm.out")
@@ -288,7 +329,7 @@ run_one() { # round scenario server
   read -r m0 nice0 < <(machine_busy_ticks)
   t0=$(date +%s%N)
   # bash's time keyword gives wrk's own CPU (TIMEFORMAT: user and system seconds).
-  { time BENCH_COUNT_STATUS=$count wrk -t"$threads" -c"$conns" -d"${dur}s" --timeout 10s \
+  { time BENCH_IDEM_KEYS=$keys BENCH_COUNT_STATUS=$count wrk -t"$threads" -c"$conns" -d"${dur}s" --timeout 10s \
     --latency -s "$here/checkout.lua" "$url" >"$tmp/wrk.out" 2>&1; } 2>"$tmp/wrk.time" || true
   t1=$(date +%s%N)
   read -r m1 nice1 < <(machine_busy_ticks)
@@ -362,6 +403,7 @@ printf 'round\tscenario\tserver\trequests\trps\tp50_us\tp90_us\tp99_us\tmax_us\t
 : >"$wrklog"
 
 start_stubs
+case " $scenarios " in *" fast_key_redis "*) start_redis ;; esac
 for s in $scenarios; do write_config "$s" "$tmp/$s.json"; done
 say "$rounds round(s) x {$scenarios} x {$servers}: ${warmup} s warm-up + ${seconds} s measured each"
 

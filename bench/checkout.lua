@@ -10,6 +10,9 @@
 --                        exists, which costs throughput, so it is defined only when asked for
 --                        (bench.sh asks in the fail scenario, where "every answer is a 422" is
 --                        the thing to check and wrk's own count only knows 2xx/3xx vs the rest).
+--   BENCH_IDEM_KEYS=1    every request carries a new Idempotency-Key (run prefix, thread, counter):
+--                        the cost of claiming and storing one key per checkout. wrk then builds
+--                        each request in Lua (request()), which costs wrk some CPU of its own.
 
 wrk.method = "POST"
 wrk.path = os.getenv("BENCH_PATH") or "/checkout"
@@ -26,10 +29,24 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_no", #threads)
 end
 
 function init(args)
   statuses = {} -- global on purpose: done() reads it with thread:get("statuses")
+end
+
+if os.getenv("BENCH_IDEM_KEYS") == "1" then
+  -- unique across runs (the Redis store keeps keys for ttl_s) and threads
+  local f = io.open("/proc/sys/kernel/random/uuid")
+  local run = f and f:read("*l") or string.format("%x", os.time())
+  if f then f:close() end
+  local n = 0
+  function request()
+    n = n + 1
+    local key = string.format("bench-%s-%d-%d", run, thread_no or 0, n)
+    return wrk.format(nil, nil, {["Content-Type"] = "application/json", ["Idempotency-Key"] = key})
+  end
 end
 
 if os.getenv("BENCH_COUNT_STATUS") == "1" then

@@ -21,6 +21,7 @@ PORT0=${SMOKE_PORT:-18080}
 P_RUN=$PORT0 P_KUBE=$((PORT0 + 1)) P_COMPOSE=$((PORT0 + 2)) P_SCALE=$((PORT0 + 3)) P_STATS=$((PORT0 + 4))
 IMAGE=localhost/checkoutd:smoke
 HAPROXY_IMAGE=localhost/checkoutd-haproxy:smoke
+REDIS_IMAGE=localhost/checkoutd-redis:smoke
 BASE=docker.io/library/debian:bookworm-slim
 N=checkoutd-smoke                      # prefix of every container, pod and project name made here
 START=$SECONDS
@@ -105,7 +106,7 @@ cleanup() {
   podman pod ls -q --filter "name=^$N" | xargs -r podman pod rm -f -t 5 >>"$LOG" 2>&1
   [ "$kube_net_before" = no ] && podman network rm -f podman-default-kube-network >>"$LOG" 2>&1
   if [ "${SMOKE_KEEP:-0}" != 1 ]; then
-    podman rmi -f "$IMAGE" "$HAPROXY_IMAGE" >>"$LOG" 2>&1
+    podman rmi -f "$IMAGE" "$HAPROXY_IMAGE" "$REDIS_IMAGE" >>"$LOG" 2>&1
   fi
   rm -rf "$WORK"
   exit "$rc"
@@ -170,6 +171,9 @@ ok "built $IMAGE: $((size / 1000000)) MB ($size bytes; base $(( $(podman image i
 podman build --pull=never --layers=false --format docker -t "$HAPROXY_IMAGE" docker/haproxy \
   >"$WORK/build-haproxy.log" 2>&1 || { tail -n 30 "$WORK/build-haproxy.log" >&2; fail "podman build docker/haproxy"; }
 ok "built $HAPROXY_IMAGE: $(( $(podman image inspect "$HAPROXY_IMAGE" --format '{{.Size}}') / 1000000 )) MB"
+podman build --pull=never --layers=false --format docker -t "$REDIS_IMAGE" docker/redis \
+  >"$WORK/build-redis.log" 2>&1 || { tail -n 30 "$WORK/build-redis.log" >&2; fail "podman build docker/redis"; }
+ok "built $REDIS_IMAGE: $(( $(podman image inspect "$REDIS_IMAGE" --format '{{.Size}}') / 1000000 )) MB"
 [ "$(podman image inspect "$IMAGE" --format '{{.Config.Healthcheck.Test}}')" != "[]" ] ||
   fail "the image has no HEALTHCHECK (built without --format docker?)"
 
@@ -249,11 +253,11 @@ ok "SIGTERM: in-flight checkout answered (504 after its 1.5 s timeout), \"stop\"
 podman pod rm -f -t 5 "$N-pod" >>"$LOG" 2>&1
 
 # ==== 2. docker/compose.yaml: service-to-service by name, published port.
-CHECKOUTD_IMAGE=$IMAGE CHECKOUTD_PORT=$P_COMPOSE timeout 180 \
+CHECKOUTD_IMAGE=$IMAGE REDIS_IMAGE=$REDIS_IMAGE CHECKOUTD_PORT=$P_COMPOSE timeout 180 \
   podman-compose -p "$N-compose" -f docker/compose.yaml up -d >>"$LOG" 2>&1 || fail "podman-compose up (compose.yaml)"
 wait_ready "$P_COMPOSE" "compose.yaml"
 check_checkouts "$P_COMPOSE" "compose.yaml"
-CHECKOUTD_IMAGE=$IMAGE timeout 60 podman-compose -p "$N-compose" -f docker/compose.yaml down -t 5 >>"$LOG" 2>&1 ||
+CHECKOUTD_IMAGE=$IMAGE REDIS_IMAGE=$REDIS_IMAGE timeout 60 podman-compose -p "$N-compose" -f docker/compose.yaml down -t 5 >>"$LOG" 2>&1 ||
   fail "podman-compose down (compose.yaml)"
 podman network rm -f "$N-compose_default" >>"$LOG" 2>&1 || true   # podman-compose 1.0.3 leaves it
 ok "compose.yaml down"
@@ -278,7 +282,7 @@ svc=""
 ok "compose.yaml (docker-compose) down"
 
 # ==== 3. docker/compose.scale.yaml: 3 replicas behind haproxy; SIGTERM one under requests.
-CHECKOUTD_IMAGE=$IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE CHECKOUTD_PORT=$P_SCALE HAPROXY_STATS_PORT=$P_STATS timeout 180 \
+CHECKOUTD_IMAGE=$IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE REDIS_IMAGE=$REDIS_IMAGE CHECKOUTD_PORT=$P_SCALE HAPROXY_STATS_PORT=$P_STATS timeout 180 \
   podman-compose -p "$N-scale" -f docker/compose.scale.yaml up -d >>"$LOG" 2>&1 || fail "podman-compose up (compose.scale.yaml)"
 stats() { curl -s --max-time 2 "http://127.0.0.1:$P_STATS/stats;csv" || true; }
 # server_col NAME FIELD: a column of the backend server's CSV row (status = 18, stot = 8).
@@ -307,7 +311,7 @@ wait "$load"
   fail "compose.scale.yaml: during the drain: $(cut -d' ' -f1 "$WORK/scale2" | sort | uniq -c | tr '\n' ' ')"
 [ "$(server_col c2 18)" != UP ] || fail "haproxy still has replica 2 UP after it stopped"
 ok "compose.scale.yaml: replica 2 SIGTERMed under load: 60/60 checkouts 200, it exited 0, haproxy has it $(server_col c2 18)"
-CHECKOUTD_IMAGE=$IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE timeout 60 \
+CHECKOUTD_IMAGE=$IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE REDIS_IMAGE=$REDIS_IMAGE timeout 60 \
   podman-compose -p "$N-scale" -f docker/compose.scale.yaml down -t 5 >>"$LOG" 2>&1 || fail "podman-compose down (scale)"
 podman network rm -f "$N-scale_default" >>"$LOG" 2>&1 || true
 ok "compose.scale.yaml down"
@@ -327,8 +331,14 @@ awk -v port="$P_KUBE" -v image="$IMAGE" '
     print ind "hostPort: " port; print ind "hostIP: 127.0.0.1"; h++ }
   END { if (r != 1 || i != 2 || h != 1) { print "transform failed" > "/dev/stderr"; exit 1 } }
 ' docker/k8s/deployment.yaml >"$kube" || fail "could not adapt docker/k8s/deployment.yaml for podman"
+# A third change: the ConfigMap's Idempotency-Key store is the Redis of redis.yaml, reached by its
+# Service name, which podman does not run; the pod played here uses the memory store.
+kube_cm=$WORK/configmap.play.yaml
+sed 's/^  CHECKOUTD_IDEMPOTENCY_STORE: "redis"$/  CHECKOUTD_IDEMPOTENCY_STORE: "memory"/' \
+  docker/k8s/configmap.yaml >"$kube_cm"
+grep -q 'CHECKOUTD_IDEMPOTENCY_STORE: "memory"' "$kube_cm" || fail "could not adapt docker/k8s/configmap.yaml for podman"
 # --replace: a pod left by an interrupted run (same Deployment name) is recreated, not an error.
-podman kube play --replace --configmap docker/k8s/configmap.yaml "$kube" >>"$LOG" 2>&1 || fail "podman kube play"
+podman kube play --replace --configmap "$kube_cm" "$kube" >>"$LOG" 2>&1 || fail "podman kube play"
 kube_played=$kube
 wait_ready "$P_KUBE" "kube play"
 # The probes, by hand (podman runs no probe timers): the paths and port the manifest names.

@@ -31,6 +31,7 @@
 #define FU_ROLE_BACKLOG    4096U  /* bursts of thousands of connects must not be dropped */
 #define FU_ROLE_BUF_MIN    4096U  /* first body buffer; doubles up to max_body */
 #define FU_ROLE_NAME_MAX   128U   /* longer header names are left out of /_fake/last */
+#define FU_ROLE_KEYS_MAX   1000000U /* Idempotency-Keys counted one by one in /_fake/stats */
 #define FU_NS_PER_MS       1000000ULL
 
 struct fu_role {
@@ -47,6 +48,10 @@ struct fu_role {
     uint64_t rng;      /* xorshift64 state: daemon thread only */
     unsigned long seq; /* POSTs so far, numbers authorization ids: daemon thread only */
     json_t *last;      /* the /_fake/last document: daemon thread only (and destroy, after stop) */
+    /* Idempotency-Key -> requests that carried it (daemon thread only), so that a test can tell
+     * whether a checkout ran twice; at most FU_ROLE_KEYS_MAX keys, more are counted untracked. */
+    json_t *keys;
+    unsigned long keys_untracked;
     atomic_ulong requests;
     atomic_ulong answered;
     atomic_ulong closed_early;
@@ -305,11 +310,22 @@ static fu_status fu_role_fake(fu_role *r, fu_req *q, const char *url, const char
         return fu_rules_error(405, "method_not_allowed", "use GET", &q->answer);
     }
     if (strcmp(url, "/_fake/stats") == 0) {
-        doc = json_pack("{s:s,s:I,s:I,s:I,s:I}", "role", fu_rules_role_name(r->kind), "requests",
-                        (json_int_t)atomic_load(&r->requests), "answered",
+        /* idempotency_repeats: only the keys seen more than once, O(keys) per call */
+        json_t *repeats = json_object();
+        const char *k;
+        json_t *n;
+        json_object_foreach(r->keys, k, n)
+        {
+            if (json_integer_value(n) > 1)
+                json_object_set(repeats, k, n);
+        }
+        doc = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "role", fu_rules_role_name(r->kind),
+                        "requests", (json_int_t)atomic_load(&r->requests), "answered",
                         (json_int_t)atomic_load(&r->answered), "closed_early",
                         (json_int_t)atomic_load(&r->closed_early), "pending",
-                        (json_int_t)atomic_load(&r->pending));
+                        (json_int_t)atomic_load(&r->pending), "idempotency_keys",
+                        (json_int_t)json_object_size(r->keys), "idempotency_keys_untracked",
+                        (json_int_t)r->keys_untracked, "idempotency_repeats", repeats);
         return fu_rules_json(200, doc, &q->answer);
     }
     if (strcmp(url, "/_fake/last") == 0) {
@@ -407,6 +423,21 @@ static enum MHD_Result fu_role_take_body(fu_role *r, fu_req *q, const char *data
     return MHD_YES;
 }
 
+/* Counts one request carrying Idempotency-Key key (NULL: none). O(1) amortised. */
+static void fu_role_count_key(fu_role *r, const char *key)
+{
+    if (key == NULL || r->keys == NULL)
+        return;
+    json_t *n = json_object_get(r->keys, key);
+    if (n != NULL) {
+        json_integer_set(n, json_integer_value(n) + 1);
+        return;
+    }
+    if (json_object_size(r->keys) >= FU_ROLE_KEYS_MAX ||
+        json_object_set_new(r->keys, key, json_integer(1)) != 0)
+        r->keys_untracked++;
+}
+
 /* The first call: headers are in. A declared oversize body is refused before it is read. */
 static enum MHD_Result fu_role_begin(fu_role *r, fu_req *q, struct MHD_Connection *conn,
                                      const char *url, const char *method)
@@ -420,6 +451,7 @@ static enum MHD_Result fu_role_begin(fu_role *r, fu_req *q, struct MHD_Connectio
     if (q->is_fake)
         return MHD_YES;
     atomic_fetch_add(&r->requests, 1);
+    fu_role_count_key(r, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key"));
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
         return MHD_YES;
     cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -516,6 +548,7 @@ fu_status fu_role_start(fu_role **out, fu_rules_role role, const fu_role_opts *o
               (0x9E3779B97F4A7C15ULL * (uint64_t)(role + 1))) |
              1; /* xorshift state must not be 0 */
     atomic_init(&r->requests, 0);
+    r->keys = json_object(); /* NULL (out of memory): keys are simply not counted */
     atomic_init(&r->answered, 0);
     atomic_init(&r->closed_early, 0);
     atomic_init(&r->pending, 0);
@@ -602,5 +635,6 @@ void fu_role_destroy(fu_role *r)
         return;
     fu_role_stop(r);
     json_decref(r->last);
+    json_decref(r->keys);
     free(r);
 }
