@@ -300,6 +300,17 @@ for s in c1 c2 c3; do
   [ "$(server_col "$s" 8)" -ge 3 ] || fail "compose.scale.yaml: replica $s got $(server_col "$s" 8) requests of 11"
 done
 ok "compose.scale.yaml: 3 replicas UP on /readyz, requests spread: c1 $(server_col c1 8), c2 $(server_col c2 8), c3 $(server_col c3 8)"
+# The replicas share the redis service's Idempotency-Key records: a keyed checkout and its retry
+# (round robin: on another replica) run once; the retry is the first answer, replayed.
+key="smoke-$$-$RANDOM"
+for n in 1 2; do
+  curl -s -D "$WORK/idem$n.h" -o "$WORK/idem$n.b" --max-time 10 -X POST "http://127.0.0.1:$P_SCALE/checkout" \
+    -H 'Content-Type: application/json' -H "Idempotency-Key: $key" -d "$ACCEPTED" >/dev/null || true
+done
+grep -q '^HTTP/1.1 200' "$WORK/idem1.h" && grep -qi '^Idempotent-Replayed: true' "$WORK/idem2.h" &&
+  cmp -s "$WORK/idem1.b" "$WORK/idem2.b" ||
+  fail "compose.scale.yaml: keyed retry not replayed: $(head -n 1 "$WORK/idem2.h") $(head -c 200 "$WORK/idem2.b")"
+ok "compose.scale.yaml: keyed checkout and its retry through haproxy: one run, the retry replayed (Redis)"
 # SIGTERM replica 2 while checkouts keep coming: every one still gets a 200.
 (for _ in $(seq 1 60); do post "$P_SCALE" "$ACCEPTED" /dev/null; echo; sleep 0.05; done >"$WORK/scale2") &
 load=$!
