@@ -31,8 +31,9 @@
 #define FU_ROLE_BACKLOG    4096U  /* bursts of thousands of connects must not be dropped */
 #define FU_ROLE_BUF_MIN    4096U  /* first body buffer; doubles up to max_body */
 #define FU_ROLE_NAME_MAX   128U   /* longer header names are left out of /_fake/last */
-#define FU_ROLE_KEYS_MAX   1000000U /* Idempotency-Keys counted one by one in /_fake/stats */
 #define FU_NS_PER_MS       1000000ULL
+
+#define FU_ROLE_KEYS_MAX 1000000U /* Idempotency-Keys counted one by one in /_fake/stats */
 
 struct fu_role {
     fu_rules_role kind;
