@@ -3,8 +3,9 @@
  *   accept   co_accept: parse the body, check order_id and every configured field (and the
  *            Idempotency-Key's syntax), admit it under max_inflight, build one upstream body per
  *            validation ({"order_id", "<field>": value})
- *   claim    co_launch: a keyed checkout claims its key first; on_claimed answers a replay, 409,
- *            422 or 503 at once (the group is freed unsubmitted: no upstream call), or goes on
+ *   claim    co_launch: a keyed checkout claims its key first (it kept its request instead of
+ *            building its calls); on_claimed answers a replay, 409, 422 or 503 at once, with no
+ *            task group and no upstream call, or builds the calls and goes on
  *   fan out  fan_out: submit the calls as one task group; the loop starts every call at once
  *   first failure, cancel
  *            tg: the first failure aborts every call still running (its connection closes), the
@@ -38,6 +39,12 @@ struct co_checkout {
     int keyed;   /* an Idempotency-Key to claim (the store is on) */
     int claimed; /* claim.result was IDEM_NEW: finish or release it exactly once */
     idem_claim claim;
+    /* A keyed checkout builds its group only once its claim says NEW (a replay, 409, 422 or 503
+     * builds none): until then it keeps the parsed order and a copy of the request (one
+     * allocation: body, Idempotency-Key and traceparent values). */
+    json_t *kept_order;
+    co_request kept;
+    char *kept_mem;
 };
 
 void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t nloops, mx *metrics)
@@ -213,7 +220,7 @@ static const char *const *call_headers(const cfg_validation *v, const char *cons
 }
 
 /* {"order_id": ..., "<field>": <that field of the request, unchanged>} for each validation. */
-static int build_calls(co_service *s, co_checkout *c, json_t *order, const co_request *req,
+static int build_calls(const co_service *s, co_checkout *c, json_t *order, const co_request *req,
                        const char *const headers[])
 {
     jspan_member members[JSPAN_MAX];
@@ -248,6 +255,63 @@ fail:
 }
 
 static void on_group_done(tg_group *g, void *user);
+
+/* The task group of the checkout: one call per validation, with the forwarded headers. 0 or -1
+ * (out of memory; c->group may then be set, and is freed with c). */
+static int build_group(const co_service *s, co_checkout *c, json_t *order, const co_request *req)
+{
+    char h_id[CO_ID_MAX + 32], h_idem[600], h_trace[600];
+    const char *headers[CO_COMMON_HEADERS + 1];
+    size_t nh = 0;
+    headers[nh++] = "Content-Type: application/json";
+    snprintf(h_id, sizeof(h_id), "X-Request-Id: %s", c->request_id);
+    headers[nh++] = h_id;
+    if (req->idempotency_key != NULL) {
+        snprintf(h_idem, sizeof(h_idem), "Idempotency-Key: %.512s", req->idempotency_key);
+        headers[nh++] = h_idem;
+    }
+    if (req->traceparent != NULL) {
+        snprintf(h_trace, sizeof(h_trace), "traceparent: %.512s", req->traceparent);
+        headers[nh++] = h_trace;
+    }
+    headers[nh] = NULL;
+    c->group = tg_group_new(s->cfg->nvalidations, s->cfg->deadline_ms, on_group_done, c);
+    return c->group != NULL && build_calls(s, c, order, req, headers) == 0 ? 0 : -1;
+}
+
+/* Copies what build_group will need of req (the caller's buffers go after co_accept). */
+static int keep_request(co_checkout *c, json_t *order, const co_request *req)
+{
+    size_t klen = req->idempotency_key ? strlen(req->idempotency_key) + 1 : 0;
+    size_t tlen = req->traceparent ? strlen(req->traceparent) + 1 : 0;
+    char *m = malloc(req->body_len + klen + tlen + 1);
+    if (m == NULL)
+        return -1;
+    memcpy(m, req->body, req->body_len);
+    c->kept.body = m;
+    c->kept.body_len = req->body_len;
+    m += req->body_len;
+    if (klen > 0) {
+        memcpy(m, req->idempotency_key, klen);
+        c->kept.idempotency_key = m;
+        m += klen;
+    }
+    if (tlen > 0) {
+        memcpy(m, req->traceparent, tlen);
+        c->kept.traceparent = m;
+    }
+    c->kept_mem = (char *)c->kept.body;
+    c->kept_order = json_incref(order);
+    return 0;
+}
+
+static void drop_kept(co_checkout *c)
+{
+    json_decref(c->kept_order);
+    free(c->kept_mem);
+    c->kept_order = NULL;
+    c->kept_mem = NULL;
+}
 
 /* The Idempotency-Key's syntax, when the store is on (with "off" it is only forwarded): 0 when
  * absent or well formed (key set, or "" when absent), else 1 with the 400 in *now. */
@@ -315,32 +379,17 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
         snprintf(c->order_id, sizeof(c->order_id), "ord-%s", hex);
     }
 
-    char h_id[CO_ID_MAX + 32], h_idem[600], h_trace[600];
-    const char *headers[CO_COMMON_HEADERS + 1];
-    size_t nh = 0;
-    headers[nh++] = "Content-Type: application/json";
-    snprintf(h_id, sizeof(h_id), "X-Request-Id: %s", c->request_id);
-    headers[nh++] = h_id;
-    if (req->idempotency_key != NULL) {
-        snprintf(h_idem, sizeof(h_idem), "Idempotency-Key: %.512s", req->idempotency_key);
-        headers[nh++] = h_idem;
-    }
-    if (req->traceparent != NULL) {
-        snprintf(h_trace, sizeof(h_trace), "traceparent: %.512s", req->traceparent);
-        headers[nh++] = h_trace;
-    }
-    headers[nh] = NULL;
-
-    c->group = tg_group_new(s->cfg->nvalidations, s->cfg->deadline_ms, on_group_done, c);
-    if (c->group == NULL || build_calls(s, c, order, req, headers) != 0)
+    if (c->keyed ? keep_request(c, order, req) != 0 : build_group(s, c, order, req) != 0)
         goto fail;
     json_decref(order);
     *out = c;
     return 0;
 fail:
     json_decref(order);
-    if (c != NULL)
+    if (c != NULL) {
         tg_group_free(c->group);
+        drop_kept(c);
+    }
     free(c);
     if (admitted) {
         atomic_fetch_sub(&s->inflight, 1);
@@ -385,6 +434,7 @@ static void finish(co_checkout *c, co_answer *a)
     memcpy(a->request_id, c->request_id, sizeof(a->request_id));
     c->reply(c->conn, a);
     tg_group_free(c->group);
+    drop_kept(c);
     free(c);
     atomic_fetch_sub(&s->inflight, 1);
     mx_inflight(s->metrics, -1);
@@ -393,6 +443,7 @@ static void finish(co_checkout *c, co_answer *a)
 void co_discard(co_service *s, co_checkout *c)
 {
     tg_group_free(c->group);
+    drop_kept(c);
     free(c);
     atomic_fetch_sub(&s->inflight, 1);
     mx_inflight(s->metrics, -1);
@@ -418,8 +469,13 @@ static void on_claimed(idem_claim *cl, void *arg)
     switch (cl->result) {
     case IDEM_NEW:
         c->claimed = 1;
-        fan_out(s, c, cl->worker);
-        return;
+        if (build_group(s, c, c->kept_order, &c->kept) == 0) {
+            drop_kept(c);
+            fan_out(s, c, cl->worker);
+            return;
+        }
+        co_error_answer(&a, 500, "internal", "out of memory"); /* releases the claim */
+        break;
     case IDEM_REPLAY:
         a.http_status = cl->status;
         a.code = "replayed";
