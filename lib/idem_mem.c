@@ -242,6 +242,9 @@ static mem_entry *own_claim(mem_store *m, const idem_claim *c)
     return e != NULL && !e->done && e->seq == c->seq ? e : NULL;
 }
 
+/* Stores the answer in place of the claim. When it cannot be kept (larger than the store, out of
+ * memory, or no room left by evicting older answers), the claim stays and expires by itself, as
+ * the contract asks of a store that fails: a retry meanwhile gets 409, then runs. */
 static void mem_finish(idem_store *s, const idem_claim *c, int status, const char *body, size_t len)
 {
     mem_store *m = (mem_store *)s;
@@ -255,31 +258,26 @@ static void mem_finish(idem_store *s, const idem_claim *c, int status, const cha
     mem_entry *e = own_claim(m, c);
     if (e == NULL) {
         lost = "the claim had expired when the answer was to be stored";
-    } else if (copy == NULL || sizeof(*e) + e->key_len + len > m->max_bytes) {
-        drop(m, e, &garbage); /* cannot keep it: a retry runs again, as after a 502 */
-        lost = copy ? "the answer is larger than the store; claim released"
-                    : "out of memory storing the answer; claim released";
+    } else if (copy == NULL) {
+        lost = "out of memory storing the answer; the claim expires by itself";
     } else {
-        detach(m, e);
-        e->done = 1;
-        e->status = status;
-        e->body = copy;
-        e->body_len = len;
-        e->bytes = sizeof(*e) + e->key_len + len;
-        e->expires_ns = now_ns() + m->ttl_ns;
-        copy = NULL;
         expire_heads(m, now_ns(), &garbage);
-        /* it is no longer counted, so make_room never evicts it; room for it means room for
-         * count + 1 entries, which it is again once put back */
-        if (make_room(m, e->bytes, &garbage) != 0) {
-            e->chain = garbage;
-            garbage = e;
-            lost = "the store is full of checkouts in progress; answer not stored";
+        /* e is a claim: make room by evicting answers only; e stays counted as it is */
+        while (m->bytes + len > m->max_bytes && m->answers.head != NULL)
+            drop(m, m->answers.head, &garbage);
+        if (m->bytes + len > m->max_bytes) {
+            lost = "the answer does not fit in the store; the claim expires by itself";
         } else {
-            *find_slot(m, e->key, e->key_len, e->hash) = e;
-            list_push(&m->answers, e);
-            m->count++;
-            m->bytes += e->bytes;
+            list_unlink(&m->claims, e);
+            e->done = 1;
+            e->status = status;
+            e->body = copy;
+            e->body_len = len;
+            e->bytes += len;
+            m->bytes += len;
+            e->expires_ns = now_ns() + m->ttl_ns;
+            list_push(&m->answers, e); /* its age: when it was stored */
+            copy = NULL;
         }
     }
     pthread_mutex_unlock(&m->lock);
