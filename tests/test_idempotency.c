@@ -532,14 +532,60 @@ static void test_redis_down_and_back(void **state)
     redis_stop(&rs);
 }
 
+/* Redis hung (SIGSTOP: the connection stays open, nothing answers): keyed checkouts get 503 once
+ * timeout_ms passed (the per-operation timer), not later; unkeyed ones run; after SIGCONT keyed
+ * checkouts work again. */
+static void test_redis_hung(void **state)
+{
+    redis rs;
+    world w;
+    char block[160];
+    http_reply r;
+    (void)state;
+    redis_start(&rs, 0);
+    redis_block(block, sizeof block, rs.port);
+    world_start(&w, block);
+    post(w.port, "before-hang", NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+    assert_int_equal(proc_signal(&rs.p, SIGSTOP), 0);
+    long calls = payments(&w);
+    for (int i = 0; i < 3; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "during-hang-%d", i);
+        post(w.port, key, NULL, visa, &r);
+        assert_int_equal(r.status, 503);
+        assert_string_equal(code_of(&r), "idempotency_unavailable");
+        assert_true(r.elapsed_ms < 200 + 800);
+        http_reply_free(&r);
+    }
+    assert_int_equal(payments(&w), calls);
+    post(w.port, NULL, NULL, visa, &r);
+    assert_int_equal(r.status, 200);
+    http_reply_free(&r);
+    assert_int_equal(proc_signal(&rs.p, SIGCONT), 0);
+    long status = 0;
+    double until = proc_now_ms() + 10000;
+    for (int i = 0; status != 200 && proc_now_ms() < until; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "after-hang-%d", i);
+        post(w.port, key, NULL, visa, &r);
+        status = r.status;
+        http_reply_free(&r);
+        if (status != 200)
+            usleep(100 * 1000);
+    }
+    assert_int_equal(status, 200);
+    world_stop(&w);
+    redis_stop(&rs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_redis_rows),
-        cmocka_unit_test(test_redis_two_instances),
-        cmocka_unit_test(test_redis_down_and_back),
-        cmocka_unit_test(test_memory_rows),
-        cmocka_unit_test(test_memory_full_of_claims),
+        cmocka_unit_test(test_redis_hung),          cmocka_unit_test(test_redis_rows),
+        cmocka_unit_test(test_redis_two_instances), cmocka_unit_test(test_redis_down_and_back),
+        cmocka_unit_test(test_memory_rows),         cmocka_unit_test(test_memory_full_of_claims),
         cmocka_unit_test(test_store_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
