@@ -10,9 +10,11 @@
 #include "cfg.h"
 #include "metrics.h"
 #include "tg.h"
+#include "win.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <time.h>
 
 #define CO_ID_MAX 128 /* request ids and order ids are at most this many bytes/code points */
 
@@ -23,6 +25,10 @@ typedef struct co_service {
     mx *metrics;                            /* every answer is counted here */
     const char *names[CFG_MAX_VALIDATIONS]; /* validation names, in config order */
     atomic_long inflight;                   /* checkouts whose group is running */
+    /* The live view's windows (/status), one writer per loop; NULL: not kept. Set after
+     * co_service_init, before the first checkout. */
+    win *windows;
+    struct timespec started; /* CLOCK_MONOTONIC at co_service_init: uptime */
 } co_service;
 
 typedef struct co_request {
@@ -31,6 +37,7 @@ typedef struct co_request {
     const char *request_id;      /* the client's X-Request-Id, or NULL */
     const char *idempotency_key; /* forwarded when present */
     const char *traceparent;     /* forwarded when present */
+    const char *trace;           /* the client's X-Checkout-Trace, or NULL (see co_trace_wanted) */
 } co_request;
 
 /* What the checkout's log line says of one validation (outcome is static text). */
@@ -74,6 +81,10 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
  * exactly once: on the loop thread, or on the calling thread when the loop no longer takes work
  * (shutting down: a 503). */
 void co_launch(co_service *s, co_checkout *c, size_t loop);
+
+/* Whether a checkout gets a "trace" member in its answer: the config's trace is on and the client
+ * sent X-Checkout-Trace: 1 (header: its value, or NULL). */
+int co_trace_wanted(const co_service *s, const char *header);
 
 /* The checkout's request id: the client's X-Request-Id (given, may be NULL) when it is 1..128
  * printable ASCII characters, else 32 new random hex digits. */
