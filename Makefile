@@ -39,6 +39,8 @@ SVC_OBJ  := $(call obj,$(SVC_SRC))
 UP_OBJ   := $(call obj,$(UP_SRC))
 SUP_OBJ  := $(call obj,$(SUP_SRC))
 TESTS    := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
+# Files embedded at build time: service/status.html as a C array (service/status.c serves it).
+GEN_OBJ  := $(B)/gen/status_html.o
 
 .PHONY: all help deps run test test-asan test-tsan check clean format lint bench
 all: $(B)/checkoutd $(B)/fake-upstreams
@@ -46,7 +48,7 @@ all: $(B)/checkoutd $(B)/fake-upstreams
 help:
 	@echo "make            build checkoutd and fake-upstreams (release) into build/release/"
 	@echo "make run        install missing packages, build, start fake upstreams + checkoutd"
-	@echo "make test       install missing packages, build, run every test"
+	@echo "make test       install missing packages, build, run every test (and /status in chromium)"
 	@echo "make test-asan  the same tests under ASan+UBSan (build/asan/)"
 	@echo "make test-tsan  the same tests under ThreadSanitizer (build/tsan/)"
 	@echo "make check      test + test-asan (what .ci/run runs)"
@@ -57,15 +59,30 @@ $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(B)/checkoutd: $(call obj,service/main.c) $(SVC_OBJ) $(LIB_OBJ)
+$(B)/checkoutd: $(call obj,service/main.c) $(SVC_OBJ) $(LIB_OBJ) $(GEN_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The page's bytes through od (coreutils): no xxd, no linker tricks, works with every $(CC).
+$(B)/gen/status_html.c: service/status.html
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from service/status.html by the Makefile: do not edit */'; \
+	  echo '#include <stddef.h>'; \
+	  echo 'extern const unsigned char st_page_html[];'; \
+	  echo 'extern const size_t st_page_html_len;'; \
+	  echo 'const unsigned char st_page_html[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; \
+	  echo 'const size_t st_page_html_len = sizeof(st_page_html);'; } > $@.tmp && mv $@.tmp $@
+
+$(B)/gen/%.o: $(B)/gen/%.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 # fake-upstreams' https mode calls GnuTLS itself (to require client certificates); libgnutls28-dev
 # comes with libmicrohttpd-dev, libgnutls30 with libmicrohttpd12.
 $(B)/fake-upstreams: $(UP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs gnutls 2>/dev/null) -o $@
 
-$(B)/tests/%: $(call obj,tests/%.c) $(SUP_OBJ) $(SVC_OBJ) $(LIB_OBJ)
+$(B)/tests/%: $(call obj,tests/%.c) $(SUP_OBJ) $(SVC_OBJ) $(LIB_OBJ) $(GEN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
@@ -81,6 +98,7 @@ test:
 	@sh scripts/deps.sh test
 	@$(MAKE) --no-print-directory all $(TESTS)
 	@sh scripts/run-tests.sh $(B) $(TESTS)
+	@sh tests/browser/run.sh $(B)
 
 test-asan:
 	@$(MAKE) --no-print-directory MODE=asan test
@@ -122,7 +140,7 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit
 FUZZ_CFLAGS  := $(BASE) $(filter-out -Werror,$(WARN)) -O1 $(FUZZ_SAN) -Iservice \
                 $(shell pkg-config --cflags libcurl jansson hiredis libcrypto 2>/dev/null)
 FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl jansson hiredis libcrypto 2>/dev/null) -lm
-FUZZ_SRC     := $(LIB_SRC) $(filter-out service/main.c service/server.c,$(wildcard service/*.c))
+FUZZ_SRC     := $(LIB_SRC) $(filter-out service/main.c service/server.c service/status.c,$(wildcard service/*.c))
 FUZZ_OBJ     := $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC))
 FUZZERS      := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_FLAGS   := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1

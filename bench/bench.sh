@@ -27,7 +27,8 @@
 #   BENCH_SERVERS="checkoutd peer"   BENCH_THREADS=2 (wrk -t)
 #   BENCH_COUNT_STATUS=1 count answers by status in every scenario (always on in fail; it costs wrk
 #                        throughput, so fast/slow rely on wrk's own non-2xx count unless asked)
-#   BENCH_OUT=bench/out  where the table (.md), the raw rows (.tsv) and the wrk log (.log) go
+#   BENCH_OUT=bench/out  where the table (.md), the raw rows (.tsv), the wrk log (.log) and the
+#                        picture (latency.png, bench/plot.sh) go
 #
 # It starts only its own processes and stops them by PID (nginx through stop.sh and its pid file),
 # listens only on 127.0.0.1, and removes its temporary directory on any exit. Ctrl-C stops it at
@@ -356,6 +357,7 @@ run_one() { # round scenario server
   p50=$(val p50_us)
   p90=$(val p90_us)
   p99=$(val p99_us)
+  p999=$(val p999_us)
   maxl=$(val max_us)
   non2xx=$(val non2xx)
   errs=$(($(val err_connect) + $(val err_read) + $(val err_write) + $(val err_timeout)))
@@ -380,10 +382,10 @@ run_one() { # round scenario server
       if (nc > other) nc = other
       printf "%.1f %.1f %.1f %.1f\n", (other - nc) / cap, nc / cap, (n ? ng / hz * 1e6 / n : 0), (n ? w * 1e6 / n : 0)
     }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
     "$round" "$s" "$server" "$requests" "$rps" "$p50" "$p90" "$p99" "$maxl" "$bad" "$errs" \
     "$cpu_us" "$hwm" "$rss_warm" "$rss_end" "${statuses:--}" "$t_start" "$t_end" \
-    "${warm_requests:-0}" "$others_pct" "$nginx_us" "$wrk_us" "$niced_pct" "$rss_idle" "$conns" >>"$raw"
+    "${warm_requests:-0}" "$others_pct" "$nginx_us" "$wrk_us" "$niced_pct" "$rss_idle" "$conns" "$p999" >>"$raw"
   say "$(printf 'round %s %-4s %-9s %8s req/s  p50 %6.2f ms  p99 %7.2f ms  bad %s  err %s  cpu %s us  hwm %s kB  others %s%% (+%s%% niced)  [%s]' \
     "$round" "$s" "$server" "$rps" "$(awk -v x="$p50" 'BEGIN{print x/1000}')" \
     "$(awk -v x="$p99" 'BEGIN{print x/1000}')" "$bad" "$errs" "$cpu_us" "$hwm" "$others_pct" "$niced_pct" "${statuses:--}")"
@@ -399,7 +401,7 @@ stamp=$(date -u +%Y%m%d-%H%M%S)
 raw="$outdir/bench-$stamp.tsv"
 wrklog="$outdir/bench-$stamp.log"
 table="$outdir/bench-$stamp.md"
-printf 'round\tscenario\tserver\trequests\trps\tp50_us\tp90_us\tp99_us\tmax_us\tbad\tsock_err\tcpu_us_per_checkout\tvmhwm_kb\tvmrss_after_warmup_kb\tvmrss_end_kb\tstatuses\tt_start\tt_end\twarmup_requests\tothers_cpu_pct\tnginx_cpu_us_per_checkout\twrk_cpu_us_per_checkout\tniced_cpu_pct\tvmrss_idle_kb\tconnections\n' >"$raw"
+printf 'round\tscenario\tserver\trequests\trps\tp50_us\tp90_us\tp99_us\tmax_us\tbad\tsock_err\tcpu_us_per_checkout\tvmhwm_kb\tvmrss_after_warmup_kb\tvmrss_end_kb\tstatuses\tt_start\tt_end\twarmup_requests\tothers_cpu_pct\tnginx_cpu_us_per_checkout\twrk_cpu_us_per_checkout\tniced_cpu_pct\tvmrss_idle_kb\tconnections\tp999_us\n' >"$raw"
 : >"$wrklog"
 
 start_stubs
@@ -544,5 +546,11 @@ summary=$(awk -F '\t' -v servers="$servers" -v scen="$scenarios" '
   echo "Raw rows: $(basename "$raw"); wrk output: $(basename "$wrklog")."
 } >"$table"
 cp "$table" "$outdir/latest.md"
+# The picture of the same runs (gnuplot): bench/out/latency.png.
+if command -v gnuplot >/dev/null 2>&1; then
+  bash "$here/plot.sh" "$raw" "$outdir/latency.png" || say "plot.sh failed: no latency.png"
+else
+  say "gnuplot is missing (sh scripts/deps.sh bench): no latency.png"
+fi
 echo
 cat "$table"

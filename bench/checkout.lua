@@ -1,6 +1,6 @@
 -- wrk script for bench/bench.sh: POSTs one checkout (303 bytes of JSON) per request and,
 -- in done(), prints one machine-readable line that bench.sh parses:
---   @@bench requests=N duration_us=N rps=N p50_us=N p90_us=N p99_us=N max_us=N non2xx=N
+--   @@bench requests=N duration_us=N rps=N p50_us=N p90_us=N p99_us=N p999_us=N max_us=N non2xx=N
 --           err_connect=N err_read=N err_write=N err_timeout=N [status_200=N status_422=N ...]
 --
 -- Environment:
@@ -66,6 +66,7 @@ function done(summary, latency, requests)
     string.format("p50_us=%d", latency:percentile(50)),
     string.format("p90_us=%d", latency:percentile(90)),
     string.format("p99_us=%d", latency:percentile(99)),
+    string.format("p999_us=%d", latency:percentile(99.9)),
     string.format("max_us=%d", latency.max),
     string.format("non2xx=%d", e.status),
     string.format("err_connect=%d", e.connect),

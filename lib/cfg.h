@@ -26,6 +26,7 @@
  *   CHECKOUTD_HEADER_TIMEOUT_MS        header_timeout_ms       (v1.2, absent from default_json)
  *   CHECKOUTD_IDLE_TIMEOUT_MS          idle_timeout_ms         (v1.2, absent from default_json)
  *   CHECKOUTD_MAX_CONNECTIONS_PER_IP   max_connections_per_ip  (absent from default_json)
+ *   CHECKOUTD_TRACE                    trace (true, false, 1 or 0)
  *   CHECKOUTD_VALIDATIONS              the whole list: a JSON array in the form of the file's
  *                                      "validations"; it replaces the file's (or default) list
  *   CHECKOUTD_<NAME>_URL               url         of the validation called <name>, upper-cased
@@ -142,6 +143,11 @@ typedef struct cfg {
     size_t nvalidations;         /* 1..32 */
     cfg_validation validations[CFG_MAX_VALIDATIONS];
     cfg_idempotency idempotency; /* lib/cfg_idem.c */
+    /* v1.2 "trace": a JSON boolean, default false (CHECKOUTD_TRACE: "true"/"false"/"1"/"0").
+     * When true, a client that sends X-Checkout-Trace: 1 gets per-attempt upstream timings in a
+     * "trace" member of its answer (README, "Tracing one checkout"). Off by default: internal
+     * services' timings are not for the public. */
+    int trace;
 } cfg;
 
 /* Looks up an environment variable; getenv in production, a table in tests. NULL when unset. */

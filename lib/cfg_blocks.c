@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+int cfg_trace_load(const cfg_loader *ld, const json_t *value, cfg *out); /* cfg_trace.c */
+
 const cfg_val_block cfg_val_blocks[] = {
     {"headers", cfg_headers_load, cfg_headers_free}, /* cfg_upstream.c */
     {"tls", cfg_tls_load, cfg_tls_free},             /* cfg_upstream.c */
@@ -12,5 +14,6 @@ const cfg_val_block cfg_val_blocks[] = {
 
 const cfg_top_block cfg_top_blocks[] = {
     {"idempotency", cfg_idem_load, cfg_idem_free},
+    {"trace", cfg_trace_load, NULL},
     {NULL, NULL, NULL},
 };

@@ -59,6 +59,7 @@ typedef struct tg_call {
     int resp_too_big;
     uint64_t start_ns;
     tg_result result;
+    unsigned nattempts; /* traced groups only: entries of group->attempts used by this call */
     char curl_error[CURL_ERROR_SIZE]; /* libcurl's detailed reason, e.g. "connection refused" */
 } tg_call;
 
@@ -72,6 +73,7 @@ struct tg_group {
     int finishing;     /* on this turn's finish list */
     tg_done_fn done;
     void *user;
+    tg_attempt *attempts; /* NULL unless traced: TG_MAX_ATTEMPTS per call */
     tg_call calls[];
 };
 
@@ -314,12 +316,64 @@ void tg_call_record(tg_group *g, size_t i, int curl_code, long http_status, cons
                   curl_error ? curl_error : curl_easy_strerror((CURLcode)curl_code));
 }
 
+/* ---- attempts of a traced group: the one place where a transfer's timings are kept ---------- */
+
+static double info_ms(CURL *e, CURLINFO what)
+{
+    curl_off_t us = 0;
+    return curl_easy_getinfo(e, what, &us) == CURLE_OK && us > 0 ? (double)us / 1000.0 : 0.0;
+}
+
+/* Called as c's transfer leaves the multi handle, its outcome already in c->result (ok, failed or
+ * cancelled). A few getinfo reads; nothing for an untraced group. */
+static void attempt_note(tg_call *c)
+{
+    tg_group *g = c->group;
+    if (g->attempts == NULL || c->nattempts >= TG_MAX_ATTEMPTS)
+        return;
+    size_t i = (size_t)(c - g->calls);
+    tg_attempt *a = &g->attempts[i * TG_MAX_ATTEMPTS + c->nattempts++];
+    long connects = 0;
+    a->start_ms = ms_between(g->start_ns, c->start_ns);
+    a->dns_ms = info_ms(c->easy, CURLINFO_NAMELOOKUP_TIME_T);
+    a->connect_ms = info_ms(c->easy, CURLINFO_CONNECT_TIME_T);
+    a->tls_ms = info_ms(c->easy, CURLINFO_APPCONNECT_TIME_T);
+    a->first_byte_ms = info_ms(c->easy, CURLINFO_STARTTRANSFER_TIME_T);
+    a->total_ms = info_ms(c->easy, CURLINFO_TOTAL_TIME_T);
+    if (a->total_ms == 0)
+        a->total_ms = ms_between(c->start_ns, now_ns()); /* cut off before libcurl timed it */
+    curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &connects);
+    /* no new connection, yet the request went out: it went on a cached one */
+    a->reused = connects == 0 && info_ms(c->easy, CURLINFO_PRETRANSFER_TIME_T) > 0;
+    a->http_status = c->result.http_status;
+    a->state = c->result.state;
+    a->kind = c->result.kind;
+}
+
+int tg_group_trace(tg_group *g)
+{
+    if (g->attempts == NULL)
+        g->attempts = calloc(g->ncalls * TG_MAX_ATTEMPTS, sizeof(tg_attempt));
+    return g->attempts != NULL ? 0 : -ENOMEM;
+}
+
+size_t tg_call_attempts(const tg_group *g, size_t i, const tg_attempt **out)
+{
+    *out = NULL;
+    if (g->attempts == NULL || i >= g->ncalls)
+        return 0;
+    *out = &g->attempts[i * TG_MAX_ATTEMPTS];
+    return g->calls[i].nattempts;
+}
+
 /* Removing a running easy handle from the multi handle aborts its transfer: libcurl closes the
- * connection (it cannot be reused mid-answer), which is what the upstream sees as a cancel. */
+ * connection (it cannot be reused mid-answer), which is what the upstream sees as a cancel.
+ * c->result holds the transfer's outcome by now (the attempt of a traced group records it). */
 static void call_detach(tg_loop *l, tg_call *c)
 {
     if (c->easy == NULL)
         return;
+    attempt_note(c);
     curl_multi_remove_handle(l->multi, c->easy);
     if (l->nidle < TG_IDLE_HANDLES) {
         curl_easy_reset(c->easy);
@@ -481,6 +535,7 @@ void tg_group_free(tg_group *g)
         curl_slist_free_all(c->headers);
         json_decref(c->result.body);
     }
+    free(g->attempts);
     free(g);
 }
 
@@ -545,8 +600,8 @@ static void group_finish(tg_loop *l, tg_group *g)
     for (size_t i = 0; i < g->ncalls; i++) {
         tg_call *c = &g->calls[i];
         if (c->result.state == TG_PENDING) {
-            call_detach(l, c);
             c->result.state = TG_CANCELLED;
+            call_detach(l, c);
         }
     }
     heap_remove(l, g);
@@ -640,10 +695,10 @@ static void expire_deadlines(tg_loop *l, tg_group **finish)
             tg_call *c = &g->calls[i];
             if (c->result.state != TG_PENDING)
                 continue;
-            call_detach(l, c);
             c->result.elapsed_ms = ms_between(c->start_ns, now);
             call_fail(c, TG_TIMEOUT, "checkout deadline of %ld ms passed", g->deadline_ms);
             record_failure(c);
+            call_detach(l, c);
         }
         finish_later(finish, g);
     }

@@ -57,6 +57,22 @@ typedef struct tg_result {
     unsigned fail_seq; /* 1, 2, ...: the order in which the group's failures were observed */
 } tg_result;
 
+/* One transfer of a call, kept only for a traced group (tg_group_trace): when it started and
+ * libcurl's view of it. A call has one attempt today; the list shape leaves room for retries and
+ * hedges (at most TG_MAX_ATTEMPTS are kept per call). */
+#define TG_MAX_ATTEMPTS 8
+typedef struct tg_attempt {
+    double start_ms; /* after the group's start (the checkout's fan-out) */
+    /* libcurl's CURLINFO_{NAMELOOKUP,CONNECT,APPCONNECT,STARTTRANSFER,TOTAL}_TIME_T in ms, each
+     * from the attempt's start to the end of that phase (so cumulative); 0 for a phase that did
+     * not happen (no TLS, a reused connection, cancelled before the first byte) */
+    double dns_ms, connect_ms, tls_ms, first_byte_ms, total_ms;
+    int reused;       /* the request went out on a cached connection */
+    long http_status; /* 0: no HTTP answer */
+    tg_state state;   /* TG_OK, TG_FAILED (see kind) or TG_CANCELLED */
+    tg_kind kind;
+} tg_attempt;
+
 typedef void (*tg_done_fn)(tg_group *g, void *user);
 
 typedef struct tg_loop_options {
@@ -120,6 +136,12 @@ void tg_call_record(tg_group *g, size_t i, int curl_code, long http_status, cons
 /* Hands the group to the loop; the loop wakes and starts every call. 0 or -ESHUTDOWN. */
 int tg_submit(tg_loop *loop, tg_group *g);
 void tg_group_free(tg_group *g);
+/* Before tg_submit: keep a tg_attempt for each transfer of the group's calls (a few libcurl
+ * getinfo reads per transfer). Untraced groups pay nothing. 0 or -ENOMEM. */
+int tg_group_trace(tg_group *g);
+/* The attempts of call i of a traced group, in the order they started; 0 (and *out NULL) for an
+ * untraced group. */
+size_t tg_call_attempts(const tg_group *g, size_t i, const tg_attempt **out);
 
 size_t tg_group_size(const tg_group *g);
 const tg_result *tg_group_result(const tg_group *g, size_t i);

@@ -8,8 +8,11 @@ set_name=${1:-build}
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libssl-dev libhiredis-dev curl ca-certificates"
 case "$set_name" in
   build) ;;
-  test)  pkgs="$pkgs libcmocka-dev openssl redis-server" ;;
-  bench) pkgs="$pkgs libcmocka-dev openssl redis-server wrk nginx libnginx-mod-http-echo python3-aiohttp procps" ;;
+  # chromium + node run the browser test of /status (tests/browser); Debian's npm only when no npm
+  # is there (a nodejs from nodesource bundles its own, and conflicts with Debian's npm)
+  test)  pkgs="$pkgs libcmocka-dev openssl redis-server chromium nodejs"
+         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
+  bench) pkgs="$pkgs libcmocka-dev openssl redis-server wrk nginx libnginx-mod-http-echo python3-aiohttp procps gnuplot-nox" ;;
   lint)  pkgs="$pkgs clang-format clang-tidy cppcheck" ;;
   fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
   *) echo "deps.sh: unknown set '$set_name' (build, test, bench, lint, fuzz)" >&2; exit 2 ;;

@@ -22,6 +22,7 @@
 #include "utf8.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ struct co_checkout {
     co_reply_fn reply;
     void *conn;
     struct timespec accepted;
+    size_t worker;                    /* the loop it runs on: its writer in the windows */
+    int traced;                       /* trace on and asked for: the answer gets a "trace" member */
     char order_id[4 * CO_ID_MAX + 1]; /* up to 128 code points of UTF-8 */
     char request_id[CO_ID_MAX + 1];
     int keyed;   /* an Idempotency-Key to claim (the store is on) */
@@ -57,6 +60,12 @@ void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t 
     for (size_t i = 0; i < c->nvalidations; i++)
         s->names[i] = c->validations[i].name;
     atomic_init(&s->inflight, 0);
+    clock_gettime(CLOCK_MONOTONIC, &s->started);
+}
+
+int co_trace_wanted(const co_service *s, const char *header)
+{
+    return s->cfg->trace && header != NULL && strcmp(header, "1") == 0;
 }
 
 void co_error_answer(co_answer *a, int http_status, const char *code, const char *message)
@@ -381,6 +390,11 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
 
     if (c->keyed ? keep_request(c, order, req) != 0 : build_group(s, c, order, req) != 0)
         goto fail;
+    if (co_trace_wanted(s, req->trace)) {
+        if (tg_group_trace(c->group) != 0)
+            goto fail;
+        c->traced = 1;
+    }
     json_decref(order);
     *out = c;
     return 0;
@@ -451,6 +465,7 @@ void co_discard(co_service *s, co_checkout *c)
 
 static void fan_out(co_service *s, co_checkout *c, size_t loop)
 {
+    c->worker = s->nloops > 0 ? loop % s->nloops : 0;
     if (s->nloops > 0 && tg_submit(s->loops[loop % s->nloops], c->group) == 0)
         return;
     co_answer a = {0};
@@ -522,17 +537,91 @@ void co_idem_log(const char *event, const char *detail)
                json_pack("{s:s}", "detail", detail ? detail : ""));
 }
 
-/* Counts the checkout and each of its calls. O(validations) relaxed atomic adds. */
-static void record(co_service *s, const tg_group *g, const co_answer *a, double elapsed_ms)
+/* Counts the checkout and each of its calls: in the metrics (relaxed atomic adds) and in this
+ * worker's ring of the live view's windows (plain stores, see win.h). O(validations). */
+static void record(co_service *s, const co_checkout *c, const tg_group *g, const co_answer *a,
+                   double elapsed_ms)
 {
+    int64_t sec = s->windows != NULL ? win_now() : 0;
     for (size_t i = 0; i < tg_group_size(g); i++) {
         const tg_result *r = tg_group_result(g, i);
-        if (r->state == TG_CANCELLED)
+        if (r->state == TG_CANCELLED) {
             mx_cancelled(s->metrics, i);
-        else
+            win_cancelled(s->windows, c->worker, sec, i);
+        } else {
             mx_upstream(s->metrics, i, r->kind, r->elapsed_ms / 1000.0);
+            win_call(s->windows, c->worker, sec, i, (unsigned)r->kind, r->elapsed_ms);
+        }
     }
-    mx_checkout(s->metrics, mx_outcome_from_code(a->code), elapsed_ms / 1000.0);
+    mx_outcome o = mx_outcome_from_code(a->code);
+    mx_checkout(s->metrics, o, elapsed_ms / 1000.0);
+    if (o == MX_ACCEPTED || o == MX_REJECTED || o == MX_FAILED)
+        win_checkout(s->windows, c->worker, sec,
+                     o == MX_ACCEPTED   ? WIN_ACCEPTED
+                     : o == MX_REJECTED ? WIN_REJECTED
+                                        : WIN_FAILED);
+}
+
+/* ---- the trace member (only for a traced checkout: none of this runs otherwise) ------------- */
+
+static json_t *ms3(double ms)
+{
+    return json_real(round(ms * 1000.0) / 1000.0); /* libcurl's times are in microseconds */
+}
+
+static const char *attempt_outcome(const tg_attempt *t)
+{
+    if (t->state == TG_CANCELLED)
+        return "cancelled";
+    return t->state == TG_OK ? "ok" : tg_kind_name(t->kind);
+}
+
+/* {"validations": {"<name>": {"attempts": [{...}, ...]}, ...}}: no header, URL or body in it. */
+static json_t *trace_member(const co_service *s, const tg_group *g)
+{
+    json_t *vals = json_object();
+    for (size_t i = 0; vals != NULL && i < tg_group_size(g); i++) {
+        const tg_attempt *at = NULL;
+        size_t n = tg_call_attempts(g, i, &at);
+        json_t *list = json_array();
+        for (size_t k = 0; list != NULL && k < n; k++) {
+            const tg_attempt *t = &at[k];
+            json_t *status = t->http_status > 0 ? json_integer(t->http_status) : json_null();
+            json_array_append_new(
+                list, json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:s}", "start_ms",
+                                ms3(t->start_ms), "dns_ms", ms3(t->dns_ms), "connect_ms",
+                                ms3(t->connect_ms), "tls_ms", ms3(t->tls_ms), "first_byte_ms",
+                                ms3(t->first_byte_ms), "total_ms", ms3(t->total_ms), "reused",
+                                t->reused, "http_status", status, "outcome", attempt_outcome(t)));
+        }
+        json_object_set_new(vals, s->names[i], json_pack("{s:o}", "attempts", list));
+    }
+    return json_pack("{s:o}", "validations", vals);
+}
+
+/* Appends ,"trace":{...} inside the answer's outer object. Left as it is when out of memory. */
+static void add_trace(const co_service *s, const tg_group *g, co_answer *a)
+{
+    json_t *t = trace_member(s, g);
+    char *text = t ? json_dumps(t, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    json_decref(t);
+    if (text == NULL || a->body == NULL || a->body_len < 2 || a->body[a->body_len - 1] != '}') {
+        free(text);
+        return;
+    }
+    static const char key[] = ",\"trace\":";
+    size_t tlen = strlen(text), len = a->body_len - 1 + sizeof(key) - 1 + tlen + 1;
+    char *body = realloc(a->body, len + 1);
+    if (body != NULL) {
+        char *p = body + a->body_len - 1; /* over the closing brace */
+        memcpy(p, key, sizeof(key) - 1);
+        memcpy(p + sizeof(key) - 1, text, tlen);
+        body[len - 1] = '}';
+        body[len] = '\0';
+        a->body = body;
+        a->body_len = len;
+    }
+    free(text);
 }
 
 /* Copies what the log line needs out of the group: the group is freed before the line is written.
@@ -578,7 +667,9 @@ static void on_group_done(tg_group *g, void *user)
     } else {
         co_error_answer(&a, 500, "internal", "out of memory while building the answer");
     }
-    record(c->service, g, &a, elapsed_ms);
+    if (c->traced && a.http_status != 500)
+        add_trace(c->service, g, &a);
+    record(c->service, c, g, &a, elapsed_ms);
     a.elapsed_ms = elapsed_ms;
     memcpy(a.order_id, c->order_id, sizeof(a.order_id));
     keep_outcomes(g, &a);

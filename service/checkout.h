@@ -11,9 +11,11 @@
 #include "idem.h"
 #include "metrics.h"
 #include "tg.h"
+#include "win.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <time.h>
 
 #define CO_ID_MAX 128 /* request ids and order ids are at most this many bytes/code points */
 
@@ -26,6 +28,10 @@ typedef struct co_service {
     atomic_long inflight;                   /* checkouts whose group is running */
     idem_store *idem; /* Idempotency-Key replay; NULL (store "off"): the header is only forwarded.
                          Set after co_service_init, before the first checkout. */
+    /* The live view's windows (/status), one writer per loop; NULL: not kept. Set after
+     * co_service_init, before the first checkout. */
+    win *windows;
+    struct timespec started; /* CLOCK_MONOTONIC at co_service_init: uptime */
 } co_service;
 
 typedef struct co_request {
@@ -35,6 +41,7 @@ typedef struct co_request {
     const char *idempotency_key; /* forwarded when present; claimed when s->idem is set */
     int idempotency_keys;        /* how many Idempotency-Key headers came (2+: a 400) */
     const char *traceparent;     /* forwarded when present */
+    const char *trace;           /* the client's X-Checkout-Trace, or NULL (see co_trace_wanted) */
 } co_request;
 
 /* What the checkout's log line says of one validation (outcome is static text). */
@@ -80,6 +87,10 @@ int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *con
  * on that loop's thread. The reply always comes exactly once: on the loop thread, or on the calling
  * thread when the loop no longer takes work (shutting down: a 503) or the claim answers at once. */
 void co_launch(co_service *s, co_checkout *c, size_t loop);
+
+/* Whether a checkout gets a "trace" member in its answer: the config's trace is on and the client
+ * sent X-Checkout-Trace: 1 (header: its value, or NULL). */
+int co_trace_wanted(const co_service *s, const char *header);
 
 /* The checkout's request id: the client's X-Request-Id (given, may be NULL) when it is 1..128
  * printable ASCII characters, else 32 new random hex digits. */

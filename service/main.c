@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "server.h"
 #include "tg.h"
+#include "win.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -211,6 +212,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < c.nvalidations; i++)
         names[i] = c.validations[i].name;
     mx *metrics = mx_new(names, c.nvalidations);
+    win *windows = NULL;
     tg_loop_options lopts = {.max_body_bytes = c.max_upstream_body_bytes, .max_connections = 0};
     tg_loop *loops[CHECKOUTD_MAX_LOOPS] = {0};
     size_t nloops = loop_count();
@@ -227,6 +229,8 @@ int main(int argc, char **argv)
     checkout.idem = idem_open(&c, loops, nloops, &loops_ok);
     if (!loops_ok)
         goto out;
+    windows = win_new(nloops, c.nvalidations); /* /status; NULL (out of memory): all zeros */
+    checkout.windows = windows;
     server = srv_start(&c, &checkout, loops, nloops, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "checkoutd: %s\n", err);
@@ -260,6 +264,7 @@ out:
     for (size_t i = 0; i < nloops; i++)
         tg_loop_free(loops[i]);
     mx_free(metrics);
+    win_free(windows);
     cfg_free(&c);
     return rc;
 }

@@ -18,6 +18,7 @@
 #include "frame.h"
 #include "jlog.h"
 #include "metrics.h"
+#include "status.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -78,6 +79,8 @@ typedef enum route {
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
     ROUTE_METRICS,
+    ROUTE_STATUS,      /* GET /status: the page (service/status.c) */
+    ROUTE_STATUS_JSON, /* GET /status.json: its data */
     ROUTE_DONE,
     ROUTE_LINGER
 } route;
@@ -255,6 +258,34 @@ static enum MHD_Result send_metrics(struct MHD_Connection *conn, const mx *metri
     return ok;
 }
 
+/* ---- GET /status and /status.json: built by service/status.c, sent here -------------------- */
+
+static enum MHD_Result send_status(struct MHD_Connection *conn, srv *s, int page)
+{
+    struct MHD_Response *r;
+    if (page) {
+        size_t len = 0;
+        const char *html = st_page(&len);
+        r = MHD_create_response_from_buffer(len, (void *)html, MHD_RESPMEM_PERSISTENT);
+    } else {
+        size_t len = 0;
+        char *text = st_json(s->checkout, atomic_load(&s->draining), win_now(), &len);
+        if (text == NULL)
+            return MHD_NO;
+        r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+        if (r == NULL)
+            free(text);
+    }
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            page ? "text/html; charset=utf-8" : "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 /* application/json, with or without parameters ("; charset=utf-8"), any letter case. */
 static int is_json_content_type(const char *ct)
 {
@@ -322,6 +353,10 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
         probe = ROUTE_READYZ;
     else if (strcmp(url, "/metrics") == 0)
         probe = ROUTE_METRICS;
+    else if (strcmp(url, "/status") == 0)
+        probe = ROUTE_STATUS;
+    else if (strcmp(url, "/status.json") == 0)
+        probe = ROUTE_STATUS_JSON;
     if (probe != ROUTE_DONE) {
         req->route = ROUTE_DONE;
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -440,6 +475,10 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
         .request_id = req->request_id,
         .idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key"),
         .traceparent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),
+        /* looked up only when trace is on: the fast path pays nothing for it otherwise */
+        .trace = s->cfg->trace
+                     ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Checkout-Trace")
+                     : NULL,
     };
     co_checkout *c = NULL;
     if (cr.idempotency_key != NULL) /* two of them are refused: which one would be the key? */
@@ -462,7 +501,7 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
     return MHD_YES;
 }
 
-/* The last call of GET /healthz, /readyz or /metrics. */
+/* The last call of GET /healthz, /readyz, /metrics, /status or /status.json. */
 static enum MHD_Result answer_probe(srv *s, srv_request *req, struct MHD_Connection *conn)
 {
     route r = req->route;
@@ -476,6 +515,9 @@ static enum MHD_Result answer_probe(srv *s, srv_request *req, struct MHD_Connect
         return send_static(conn, 200, "{\"status\":\"ok\"}");
     case ROUTE_METRICS:
         return send_metrics(conn, s->checkout->metrics);
+    case ROUTE_STATUS:
+    case ROUTE_STATUS_JSON:
+        return send_status(conn, s, r == ROUTE_STATUS);
     case ROUTE_CHECKOUT:
     case ROUTE_DONE:
     case ROUTE_LINGER:

@@ -4,7 +4,8 @@
  * thread (tg_hook), all on one port; a checkout's connection is suspended while its group runs and
  * resumed by the same thread with the answer.
  *
- * Routes: POST /checkout; GET /healthz, /readyz; everything else 404 (405 for a wrong method). */
+ * Routes: POST /checkout; GET /healthz, /readyz, /metrics, /status, /status.json; everything else
+ * 404 (405 for a wrong method). */
 #ifndef CHECKOUTD_SERVER_H
 #define CHECKOUTD_SERVER_H
 
