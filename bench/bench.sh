@@ -14,6 +14,10 @@
 #   fast_key, fast_key_redis  fast, each request with a new Idempotency-Key: claimed and stored in
 #         the memory store / in a Redis (redis-server started here on a free port, flushed before
 #         each run). Beside fast, from the same run: the cost of the feature per checkout.
+#   flaky address, inventory -> 200 at once, payment -> the flaky stub (503 at once for ~10 % of
+#         requests, else 200 at once), no retry: ~90 % of checkouts succeed. wrk 64 connections
+#   flaky_r2  the same with payment "retry": {"attempts": 2} (backoff 25 ms, full jitter): ~99 %
+#         succeed, at the price of a second request (and its backoff) for ~10 % of them
 #   hold  (not in the default set) address and inventory -> 200 at once, payment -> 200 after 5 s,
 #         BENCH_HOLD_CONNECTIONS (4000) connections: every connection keeps one checkout in
 #         flight, which gives the memory per in-flight checkout. No warm-up; at least 12 s.
@@ -23,7 +27,7 @@
 #   BENCH_ROUNDS=3       rounds; each round runs every scenario on checkoutd then on the peer, and
 #                        the table shows medians over the rounds (the cores are shared: one run lies)
 #   BENCH_QUICK=1        smoke mode: 1 round, 1 s warm-up + 2 s measured (about 3 s a run)
-#   BENCH_SCENARIOS="fast fast_key fast_key_redis slow fail" (add hold for memory per in-flight checkout)
+#   BENCH_SCENARIOS="fast fast_key fast_key_redis slow fail flaky flaky_r2" (add hold for memory per in-flight checkout)
 #   BENCH_SERVERS="checkoutd peer"   BENCH_THREADS=2 (wrk -t)
 #   BENCH_COUNT_STATUS=1 count answers by status in every scenario (always on in fail; it costs wrk
 #                        throughput, so fast/slow rely on wrk's own non-2xx count unless asked)
@@ -54,7 +58,7 @@ else
   seconds=${BENCH_SECONDS:-10}
   rounds=${BENCH_ROUNDS:-3}
 fi
-scenarios=${BENCH_SCENARIOS:-fast fast_key fast_key_redis slow fail}
+scenarios=${BENCH_SCENARIOS:-fast fast_key fast_key_redis slow fail flaky flaky_r2}
 servers=${BENCH_SERVERS:-checkoutd peer}
 threads=${BENCH_THREADS:-2}
 outdir=${BENCH_OUT:-$root/bench/out}
@@ -135,9 +139,9 @@ start_stubs() {
   local try base p free
   for try in $(seq 20); do
     # Below the ephemeral range (32768-60999), so that outgoing connections cannot hold them.
-    base=$((20000 + (RANDOM % 2000) * 5))
+    base=$((20000 + (RANDOM % 2000) * 6))
     free=1
-    for p in $base $((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)); do
+    for p in $base $((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)) $((base + 5)); do
       if port_taken "$p"; then free=0; fi
     done
     [ "$free" = 1 ] || continue
@@ -181,13 +185,15 @@ start_redis() {
 
 # ---- configs: one per scenario, the same file for checkoutd and the peer ----------------------
 write_config() { # scenario file
-  local s=$1 f=$2 a i p
+  local s=$1 f=$2 a i p retry=""
   case "$s" in
+    flaky) a=$stub_base i=$stub_base p=$((stub_base + 5)) ;;
+    flaky_r2) a=$stub_base i=$stub_base p=$((stub_base + 5)) retry=', "retry": {"attempts": 2}' ;;
     fast | fast_key | fast_key_redis) a=$stub_base i=$stub_base p=$stub_base ;;
     slow) a=$((stub_base + 1)) i=$((stub_base + 1)) p=$((stub_base + 1)) ;;
     fail) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3)) ;;
     hold) a=$stub_base i=$stub_base p=$((stub_base + 3)) ;;
-    *) die "unknown scenario '$s' (fast, fast_key, fast_key_redis, slow, fail, hold)" ;;
+    *) die "unknown scenario '$s' (fast, fast_key, fast_key_redis, slow, fail, flaky, flaky_r2, hold)" ;;
   esac
   # fast_key: the default memory store, sized for every key of a run (no eviction in the table);
   # the other scenarios send no key, so the store (memory by default) is never touched.
@@ -206,7 +212,7 @@ write_config() { # scenario file
   "validations": [
     {"name": "address",   "field": "address", "url": "http://127.0.0.1:$a/validate", "timeout_ms": 10000},
     {"name": "inventory", "field": "items",   "url": "http://127.0.0.1:$i/check",    "timeout_ms": 10000},
-    {"name": "payment",   "field": "payment", "url": "http://127.0.0.1:$p/verify",   "timeout_ms": 10000}
+    {"name": "payment",   "field": "payment", "url": "http://127.0.0.1:$p/verify",   "timeout_ms": 10000$retry}
   ]
 }
 JSON
@@ -472,6 +478,11 @@ hold_notes=$(awk -F '\t' '
     for (s in v) printf "- %s: %.1f KiB per in-flight checkout at %d in flight (idle %.1f MB, peak %.1f MB)\n", s, median(v[s]), c[s], median(idle[s]), median(pk[s])
   }' "$raw" | sort)
 
+# flaky: the share of checkouts that succeeded (200), per run.
+flaky_notes=$(awk -F '\t' 'NR > 1 && ($2 == "flaky" || $2 == "flaky_r2") && $4 != "FAILED" && $4 > 0 {
+    printf "- round %s, %s, %s: %.2f %% of %d checkouts answered 200\n", $1, $2, $3, 100 * ($4 - $10) / $4, $4
+  }' "$raw")
+
 # ---- the table: medians over the rounds ------------------------------------------------------
 summary=$(awk -F '\t' -v servers="$servers" -v scen="$scenarios" '
   function median(list,   a, n, i, j, x) {
@@ -531,6 +542,11 @@ summary=$(awk -F '\t' -v servers="$servers" -v scen="$scenarios" '
     echo "Memory per in-flight checkout (hold: address and inventory answer at once, payment after 5 s, so every"
     echo "connection keeps one checkout in flight; (peak RSS - RSS when idle) / connections, median over the rounds):"
     echo "$hold_notes"
+  fi
+  if [ -n "$flaky_notes" ]; then
+    echo
+    echo "Success rate in flaky (payment stub: 503 for ~10 % of requests; flaky_r2 retries once):"
+    echo "$flaky_notes"
   fi
   if [ -n "$cancel_notes" ]; then
     echo

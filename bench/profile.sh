@@ -73,6 +73,7 @@ for _ in $(seq 20); do
   base=$((20000 + (RANDOM % 2000) * 5))
   port_taken "$base" && continue
   port_taken $((base + 4)) && continue
+  port_taken $((base + 5)) && continue
   if bash "$peers/upstreams/start.sh" "$base" "$tmp/stubs" >"$tmp/stubs.out" 2>&1; then
     stubs_up=1
     break

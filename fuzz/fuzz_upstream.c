@@ -159,7 +159,7 @@ static size_t fup_count_in(const json_t *arr, const char *name)
 
 static void fup_check_error(const json_t *e, const fup_call *c, const char *name)
 {
-    FUP_CHECK(json_is_object(e) && json_object_size(e) == 6, "error entry of %s", name);
+    FUP_CHECK(json_is_object(e) && json_object_size(e) == 7, "error entry of %s", name);
     FUP_CHECK(strcmp(fup_str(json_object_get(e, "kind")), c->kind) == 0, "%s: kind %s, expected %s",
               name, fup_str(json_object_get(e, "kind")), c->kind);
     const json_t *st = json_object_get(e, "http_status");
@@ -173,6 +173,8 @@ static void fup_check_error(const json_t *e, const fup_call *c, const char *name
     FUP_CHECK(c->parsed ? json_equal(up, c->parsed) : json_is_null(up),
               "%s: upstream is not the body as sent", name);
     FUP_CHECK(json_is_number(json_object_get(e, "elapsed_ms")), "%s: elapsed_ms", name);
+    /* tg_call_record sends nothing: no request was counted */
+    FUP_CHECK(json_integer_value(json_object_get(e, "attempts")) == 0, "%s: attempts", name);
 }
 
 static void fup_check_answer(const eg_answer *a, fup_call *calls, size_t n)

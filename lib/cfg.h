@@ -71,6 +71,8 @@
 #ifndef CHECKOUTD_CFG_H
 #define CHECKOUTD_CFG_H
 
+#include "retry.h"
+
 #include <stddef.h>
 
 #define CFG_MAX_VALIDATIONS 32
@@ -102,6 +104,16 @@ typedef struct cfg_validation {
     size_t nheaders;
     cfg_header *headers;
     cfg_tls tls; /* v1.2 "tls": only on an https:// url */
+    /* v1.2 resilience (lib/cfg_policy.c; contract "Resilience"). Absent keys give the defaults:
+     * no retry (attempts 1, per_try_ms = timeout_ms), no breaker, no hedge. */
+    int idempotent;        /* "idempotent" [false]: needed by hedge */
+    retry_policy retry;    /* "retry": attempts 1..5 [1], per_try_timeout_ms 1..timeout_ms
+                            * [timeout_ms / attempts], backoff_ms 0..10000 [25], max_backoff_ms
+                            * backoff_ms..60000 [max(250, backoff_ms)], on [transport,
+                            * upstream_error] ("rejected" refused) */
+    long breaker_failures; /* "breaker.consecutive_failures" 1..1000 (required); 0: no breaker */
+    long breaker_open_ms;  /* "breaker.open_ms" 100..600000 [5000] */
+    long hedge_after_ms;   /* "hedge.after_ms" 1..600000 (required); 0: no hedge */
 } cfg_validation;
 
 /* idempotency (contract "Idempotency-Key"), all optional:

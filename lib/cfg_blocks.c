@@ -9,6 +9,10 @@ int cfg_trace_load(const cfg_loader *ld, const json_t *value, cfg *out); /* cfg_
 const cfg_val_block cfg_val_blocks[] = {
     {"headers", cfg_headers_load, cfg_headers_free}, /* cfg_upstream.c */
     {"tls", cfg_tls_load, cfg_tls_free},             /* cfg_upstream.c */
+    {"idempotent", cfg_policy_idempotent, NULL},     /* cfg_policy.c, before hedge */
+    {"retry", cfg_policy_retry, NULL},               /* cfg_policy.c */
+    {"breaker", cfg_policy_breaker, NULL},           /* cfg_policy.c */
+    {"hedge", cfg_policy_hedge, NULL},               /* cfg_policy.c */
     {NULL, NULL, NULL},
 };
 

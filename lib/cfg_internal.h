@@ -93,6 +93,15 @@ void cfg_headers_free(cfg_validation *out);
 int cfg_tls_load(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
                  cfg_validation *out);
 void cfg_tls_free(cfg_validation *out);
+/* lib/cfg_policy.c: idempotent, retry, breaker, hedge (in this order: hedge needs idempotent). */
+int cfg_policy_idempotent(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
+                          cfg_validation *out);
+int cfg_policy_retry(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
+                     cfg_validation *out);
+int cfg_policy_breaker(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
+                       cfg_validation *out);
+int cfg_policy_hedge(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
+                     cfg_validation *out);
 
 /* The parsers of the blocks (one lib/cfg_<area>.c each). */
 int cfg_idem_load(const cfg_loader *ld, const json_t *value, cfg *out);

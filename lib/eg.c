@@ -159,9 +159,10 @@ static json_t *error_entry(const char *name, const tg_result *r, raw_slot *slot)
     eg_message(name, r, msg, sizeof(msg));
     json_t *upstream = upstream_value(r, slot);
     json_t *status = r->http_status > 0 ? json_integer(r->http_status) : json_null();
-    return json_pack("{s:s, s:s, s:o, s:s, s:o, s:o}", "validation", name, "kind",
+    return json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:I}", "validation", name, "kind",
                      tg_kind_name(r->kind), "http_status", status, "message", msg, "upstream",
-                     upstream, "elapsed_ms", eg_ms(r->elapsed_ms));
+                     upstream, "elapsed_ms", eg_ms(r->elapsed_ms), "attempts",
+                     (json_int_t)r->attempts);
 }
 
 /* The errors array, ordered by fail_seq. O(n^2) over at most 64 calls: fine. */

@@ -2,7 +2,8 @@
  *
  * One loop thread owns the CURLM handle, every easy handle and every running group; other threads
  * only push groups onto the submit queue (a mutex-guarded list) and wake the loop through an
- * eventfd. Group deadlines live in a binary min-heap (O(log n) push/remove, O(1) peek).
+ * eventfd. Group deadlines, retry backoffs and hedge delays live in the loop's timer heap
+ * (lib/tg_timer.c); the attempts of a call with a policy are decided in lib/tg_attempt.c.
  *
  * The loop drives libcurl with its event API (curl_multi_socket_action): libcurl tells the loop
  * which sockets to watch (CURLMOPT_SOCKETFUNCTION -> epoll_ctl) and when its next timer is due
@@ -17,13 +18,13 @@
  * deadlines; then finish every group that failed or completed in this turn (cancelling its
  * remaining calls). Finishing after reading all messages is what makes "failures observed in the
  * same turn are all reported" hold. */
-#include "tg.h"
+#include "tg_internal.h"
 #include "tg_tls.h"
-
 #include "tg_watch.h"
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -36,80 +37,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TG_MAX_CALLS    64
-#define TG_URL_CACHE    64
-#define TG_IDLE_HANDLES 1024 /* enough for a few hundred checkouts in flight */
-#define TG_EVENTS       256  /* epoll events taken per wait; more simply wait for the next turn */
 /* epoll_event.data of the loop's own fds; a libcurl socket's is the fd itself (>= 0). */
 #define TG_TAG_WAKE  (UINT64_C(1) << 32)
 #define TG_TAG_HOOK  (UINT64_C(2) << 32)
 #define TG_TAG_WATCH (UINT64_C(3) << 32) /* the epoll fd of tg_watch's set */
-
-typedef struct tg_call {
-    tg_group *group;
-    CURL *easy; /* non-NULL while the transfer is in the multi handle */
-    struct curl_slist *headers;
-    char *url;
-    char *body;
-    size_t body_len;
-    long timeout_ms;
-    tg_tls tls; /* borrowed strings (tg_call_tls) */
-    char *resp; /* the upstream's body as it arrives */
-    size_t resp_len, resp_cap, resp_limit;
-    int resp_too_big;
-    uint64_t start_ns;
-    tg_result result;
-    unsigned nattempts; /* traced groups only: entries of group->attempts used by this call */
-    char curl_error[CURL_ERROR_SIZE]; /* libcurl's detailed reason, e.g. "connection refused" */
-} tg_call;
-
-struct tg_group {
-    tg_group *next;         /* submit queue, then the finish list of one turn */
-    size_t ncalls, running; /* running: calls whose transfer is in the multi handle */
-    size_t nfailed;
-    long deadline_ms;
-    uint64_t start_ns, deadline_ns, finish_ns;
-    size_t heap_index; /* position in loop->heap, SIZE_MAX when not in it */
-    int finishing;     /* on this turn's finish list */
-    tg_done_fn done;
-    void *user;
-    tg_attempt *attempts; /* NULL unless traced: TG_MAX_ATTEMPTS per call */
-    tg_call calls[];
-};
-
-struct tg_loop {
-    CURLM *multi;
-    int epfd;           /* libcurl's sockets, the wake eventfd and the hook's fd */
-    int wakefd;         /* eventfd: tg_submit/tg_loop_wakeup/tg_loop_stop from other threads */
-    uint64_t timer_due; /* when libcurl's timer is due (now_ns clock), while timer_set */
-    int timer_set;
-    long max_body_bytes;
-    pthread_t thread;
-    int thread_started;
-    atomic_int stopping;
-
-    pthread_mutex_t lock; /* guards the submit queue and closed */
-    tg_group *queue_head, *queue_tail;
-    int closed; /* no more submissions (stopping) */
-
-    tg_group **heap; /* running groups, by deadline_ns */
-    size_t heap_len, heap_cap;
-
-    CURL *idle[TG_IDLE_HANDLES]; /* easy handles kept for reuse: a new one costs a ~6 KB calloc */
-    size_t nidle;
-
-    /* URLs parsed once (CURLOPT_CURLU) instead of on every transfer; a service calls a handful
-     * of upstreams, so a short array searched linearly is the right map. */
-    struct {
-        char *url;
-        CURLU *parsed;
-    } urls[TG_URL_CACHE];
-    size_t nurls;
-    int no_proxy; /* no proxy variable was set at start: skip libcurl's lookups per transfer */
-    int has_hook;
-    tg_hook hook;
-    tgw_set *watches; /* fd watches and timers (lib/tg_watch.c) */
-};
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static _Thread_local tg_loop *tls_running_loop; /* the loop whose thread this is, if any */
@@ -119,85 +50,17 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static uint64_t now_ns(void)
+uint64_t tgi_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+#define now_ns tgi_now_ns
 
 static double ms_between(uint64_t from, uint64_t to)
 {
     return to > from ? (double)(to - from) / 1e6 : 0.0;
-}
-
-/* ---- the deadline heap (libuv-style: index kept in the element for O(log n) removal) ----------
- */
-
-static void heap_swap(tg_loop *l, size_t a, size_t b)
-{
-    tg_group *t = l->heap[a];
-    l->heap[a] = l->heap[b];
-    l->heap[b] = t;
-    l->heap[a]->heap_index = a;
-    l->heap[b]->heap_index = b;
-}
-
-static void heap_up(tg_loop *l, size_t i)
-{
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (l->heap[parent]->deadline_ns <= l->heap[i]->deadline_ns)
-            break;
-        heap_swap(l, i, parent);
-        i = parent;
-    }
-}
-
-static void heap_down(tg_loop *l, size_t i)
-{
-    for (;;) {
-        size_t left = 2 * i + 1, right = left + 1, min = i;
-        if (left < l->heap_len && l->heap[left]->deadline_ns < l->heap[min]->deadline_ns)
-            min = left;
-        if (right < l->heap_len && l->heap[right]->deadline_ns < l->heap[min]->deadline_ns)
-            min = right;
-        if (min == i)
-            return;
-        heap_swap(l, i, min);
-        i = min;
-    }
-}
-
-static int heap_push(tg_loop *l, tg_group *g)
-{
-    if (l->heap_len == l->heap_cap) {
-        size_t cap = l->heap_cap ? l->heap_cap * 2 : 256;
-        tg_group **h = realloc(l->heap, cap * sizeof(*h));
-        if (h == NULL)
-            return -ENOMEM;
-        l->heap = h;
-        l->heap_cap = cap;
-    }
-    g->heap_index = l->heap_len;
-    l->heap[l->heap_len++] = g;
-    heap_up(l, g->heap_index);
-    return 0;
-}
-
-static void heap_remove(tg_loop *l, tg_group *g)
-{
-    size_t i = g->heap_index;
-    if (i == SIZE_MAX)
-        return;
-    g->heap_index = SIZE_MAX;
-    l->heap_len--;
-    if (i == l->heap_len)
-        return;
-    l->heap[i] = l->heap[l->heap_len];
-    l->heap[i]->heap_index = i;
-    heap_up(l, i);
-    heap_down(l, l->heap[i]->heap_index);
 }
 
 /* ---- calls ------------------------------------------------------------------------------------
@@ -205,42 +68,42 @@ static void heap_remove(tg_loop *l, tg_group *g)
 
 /* Appends what arrives; past resp_limit it returns 0, which makes curl abort with
  * CURLE_WRITE_ERROR, so an oversized answer costs at most resp_limit bytes of memory. */
-static size_t call_on_data(char *data, size_t size, size_t nmemb, void *userp)
+static size_t xfer_on_data(char *data, size_t size, size_t nmemb, void *userp)
 {
-    tg_call *c = userp;
+    tg_xfer *x = userp;
     size_t n = size * nmemb;
-    if (n > c->resp_limit - c->resp_len) {
-        c->resp_too_big = 1;
+    if (n > x->resp_limit - x->resp_len) {
+        x->resp_too_big = 1;
         return 0;
     }
-    if (c->resp_len + n + 1 > c->resp_cap) {
-        size_t cap = c->resp_cap ? c->resp_cap : 512;
-        while (cap < c->resp_len + n + 1)
+    if (x->resp_len + n + 1 > x->resp_cap) {
+        size_t cap = x->resp_cap ? x->resp_cap : 512;
+        while (cap < x->resp_len + n + 1)
             cap *= 2;
-        char *p = realloc(c->resp, cap);
+        char *p = realloc(x->resp, cap);
         if (p == NULL)
             return 0;
-        c->resp = p;
-        c->resp_cap = cap;
+        x->resp = p;
+        x->resp_cap = cap;
     }
-    memcpy(c->resp + c->resp_len, data, n);
-    c->resp_len += n;
-    c->resp[c->resp_len] = '\0';
+    memcpy(x->resp + x->resp_len, data, n);
+    x->resp_len += n;
+    x->resp[x->resp_len] = '\0';
     return n;
 }
 
-__attribute__((format(printf, 3, 4))) static void call_fail(tg_call *c, tg_kind kind,
-                                                            const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void result_fail(tg_result *r, tg_kind kind,
+                                                              const char *fmt, ...)
 {
     va_list ap;
-    c->result.state = TG_FAILED;
-    c->result.kind = kind;
+    r->state = TG_FAILED;
+    r->kind = kind;
     va_start(ap, fmt);
-    vsnprintf(c->result.message, sizeof(c->result.message), fmt, ap);
+    vsnprintf(r->message, sizeof(r->message), fmt, ap);
     va_end(ap);
     /* some of libcurl's messages end in a blank ("... in connection to 127.0.0.1:9103 ") */
-    for (size_t n = strlen(c->result.message); n > 0 && c->result.message[n - 1] == ' '; n--)
-        c->result.message[n - 1] = '\0';
+    for (size_t n = strlen(r->message); n > 0 && r->message[n - 1] == ' '; n--)
+        r->message[n - 1] = '\0';
 }
 
 static void record_failure(tg_call *c)
@@ -249,12 +112,26 @@ static void record_failure(tg_call *c)
     c->result.fail_seq = (unsigned)c->group->nfailed;
 }
 
+void tgi_result_clear(tg_result *r)
+{
+    json_decref(r->body);
+    r->body = NULL;
+    r->raw = NULL;
+    r->raw_len = 0;
+    r->state = TG_PENDING;
+    r->kind = TG_KIND_NONE;
+    r->http_status = 0;
+    r->message[0] = '\0';
+}
+
 /* The contract's table: 2xx + JSON object is a success, 4xx rejected, 5xx upstream_error, anything
  * else that answered is invalid_response; no answer is transport or timeout. */
-static void call_classify(tg_call *c, int curl_code, long status, const char *body, size_t len,
-                          int too_big, const char *curl_error)
+void tgi_classify(tg_result *r, const tg_xfer *x, int curl_code, long status,
+                  const char *curl_error)
 {
-    tg_result *r = &c->result;
+    const char *body = x->resp;
+    size_t len = x->resp_len;
+    int too_big = x->resp_too_big;
     /* Only a whole answer is one: after a reset, a cut body or a timeout, the status line and the
      * bytes that did arrive are the start of an answer that never came (http_status null, upstream
      * null). A body over the limit is a whole answer, just too big to keep. */
@@ -271,49 +148,55 @@ static void call_classify(tg_call *c, int curl_code, long status, const char *bo
     }
 
     if (too_big) {
-        call_fail(c, TG_INVALID_RESPONSE, "answered a body larger than %ld bytes",
-                  (long)c->resp_limit);
+        result_fail(r, TG_INVALID_RESPONSE, "answered a body larger than %ld bytes",
+                    (long)x->resp_limit);
     } else if (curl_code == CURLE_OPERATION_TIMEDOUT) {
-        call_fail(c, TG_TIMEOUT, "did not answer within %ld ms", c->timeout_ms);
+        result_fail(r, TG_TIMEOUT, "did not answer within %ld ms", x->timeout_ms);
     } else if (curl_code == CURLE_WEIRD_SERVER_REPLY || curl_code == CURLE_BAD_CONTENT_ENCODING ||
                curl_code == CURLE_UNSUPPORTED_PROTOCOL) {
-        call_fail(c, TG_INVALID_RESPONSE, "answered garbage: %s", curl_error);
+        result_fail(r, TG_INVALID_RESPONSE, "answered garbage: %s", curl_error);
     } else if (tg_tls_failure((CURLcode)curl_code, curl_error) != NULL) {
-        call_fail(c, TG_TRANSPORT, "%s: %s", tg_tls_failure((CURLcode)curl_code, curl_error),
-                  curl_error);
+        result_fail(r, TG_TRANSPORT, "%s: %s", tg_tls_failure((CURLcode)curl_code, curl_error),
+                    curl_error);
     } else if (curl_code != CURLE_OK) {
-        call_fail(c, TG_TRANSPORT, "unreachable: %s", curl_error);
+        result_fail(r, TG_TRANSPORT, "unreachable: %s", curl_error);
     } else if (status >= 200 && status < 300) {
         if (json_is_object(r->body))
             r->state = TG_OK;
         else
-            call_fail(c, TG_INVALID_RESPONSE, "answered HTTP %ld without a JSON object", status);
+            result_fail(r, TG_INVALID_RESPONSE, "answered HTTP %ld without a JSON object", status);
     } else if (status >= 400 && status < 500) {
-        call_fail(c, TG_REJECTED, "rejected with HTTP %ld", status);
+        result_fail(r, TG_REJECTED, "rejected with HTTP %ld", status);
     } else if (status >= 500) {
-        call_fail(c, TG_UPSTREAM_ERROR, "failed with HTTP %ld", status);
+        result_fail(r, TG_UPSTREAM_ERROR, "failed with HTTP %ld", status);
     } else {
-        call_fail(c, TG_INVALID_RESPONSE, "answered HTTP %ld (redirects are not followed)", status);
+        result_fail(r, TG_INVALID_RESPONSE, "answered HTTP %ld (redirects are not followed)",
+                    status);
     }
-    if (r->state == TG_FAILED)
-        record_failure(c);
 }
 
 void tg_call_record(tg_group *g, size_t i, int curl_code, long http_status, const char *body,
                     size_t len, int too_big, const char *curl_error)
 {
     tg_call *c = &g->calls[i];
+    tg_xfer *x = &c->xfer;
     /* keep a copy, as the loop keeps what it received: result.raw points into it */
-    free(c->resp);
-    c->resp = malloc(len + 1);
-    c->resp_len = 0;
-    if (c->resp != NULL) {
-        memcpy(c->resp, body, len);
-        c->resp[len] = '\0';
-        c->resp_len = len;
+    free(x->resp);
+    x->resp = malloc(len + 1);
+    x->resp_len = 0;
+    x->resp_cap = 0;
+    x->resp_too_big = too_big;
+    x->timeout_ms = c->timeout_ms;
+    if (x->resp != NULL) {
+        memcpy(x->resp, body, len);
+        x->resp[len] = '\0';
+        x->resp_len = len;
+        x->resp_cap = len + 1;
     }
-    call_classify(c, curl_code, http_status, c->resp, c->resp_len, too_big,
-                  curl_error ? curl_error : curl_easy_strerror((CURLcode)curl_code));
+    tgi_classify(&c->result, x, curl_code, http_status,
+                 curl_error ? curl_error : curl_easy_strerror((CURLcode)curl_code));
+    if (c->result.state == TG_FAILED)
+        record_failure(c);
 }
 
 /* ---- attempts of a traced group: the one place where a transfer's timings are kept ---------- */
@@ -324,30 +207,31 @@ static double info_ms(CURL *e, CURLINFO what)
     return curl_easy_getinfo(e, what, &us) == CURLE_OK && us > 0 ? (double)us / 1000.0 : 0.0;
 }
 
-/* Called as c's transfer leaves the multi handle, its outcome already in c->result (ok, failed or
- * cancelled). A few getinfo reads; nothing for an untraced group. */
-static void attempt_note(tg_call *c)
+/* Called as x's transfer leaves the multi handle, with its outcome (NULL: cancelled or aborted).
+ * A few getinfo reads; nothing for an untraced group. */
+static void attempt_note(tg_xfer *x, const tg_result *outcome)
 {
+    tg_call *c = x->call;
     tg_group *g = c->group;
     if (g->attempts == NULL || c->nattempts >= TG_MAX_ATTEMPTS)
         return;
     size_t i = (size_t)(c - g->calls);
     tg_attempt *a = &g->attempts[i * TG_MAX_ATTEMPTS + c->nattempts++];
     long connects = 0;
-    a->start_ms = ms_between(g->start_ns, c->start_ns);
-    a->dns_ms = info_ms(c->easy, CURLINFO_NAMELOOKUP_TIME_T);
-    a->connect_ms = info_ms(c->easy, CURLINFO_CONNECT_TIME_T);
-    a->tls_ms = info_ms(c->easy, CURLINFO_APPCONNECT_TIME_T);
-    a->first_byte_ms = info_ms(c->easy, CURLINFO_STARTTRANSFER_TIME_T);
-    a->total_ms = info_ms(c->easy, CURLINFO_TOTAL_TIME_T);
+    a->start_ms = ms_between(g->start_ns, x->start_ns);
+    a->dns_ms = info_ms(x->easy, CURLINFO_NAMELOOKUP_TIME_T);
+    a->connect_ms = info_ms(x->easy, CURLINFO_CONNECT_TIME_T);
+    a->tls_ms = info_ms(x->easy, CURLINFO_APPCONNECT_TIME_T);
+    a->first_byte_ms = info_ms(x->easy, CURLINFO_STARTTRANSFER_TIME_T);
+    a->total_ms = info_ms(x->easy, CURLINFO_TOTAL_TIME_T);
     if (a->total_ms == 0)
-        a->total_ms = ms_between(c->start_ns, now_ns()); /* cut off before libcurl timed it */
-    curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &connects);
+        a->total_ms = ms_between(x->start_ns, now_ns()); /* cut off before libcurl timed it */
+    curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
     /* no new connection, yet the request went out: it went on a cached one */
-    a->reused = connects == 0 && info_ms(c->easy, CURLINFO_PRETRANSFER_TIME_T) > 0;
-    a->http_status = c->result.http_status;
-    a->state = c->result.state;
-    a->kind = c->result.kind;
+    a->reused = connects == 0 && info_ms(x->easy, CURLINFO_PRETRANSFER_TIME_T) > 0;
+    a->http_status = outcome != NULL ? outcome->http_status : 0;
+    a->state = outcome != NULL ? outcome->state : TG_CANCELLED;
+    a->kind = outcome != NULL ? outcome->kind : TG_KIND_NONE;
 }
 
 int tg_group_trace(tg_group *g)
@@ -368,21 +252,20 @@ size_t tg_call_attempts(const tg_group *g, size_t i, const tg_attempt **out)
 
 /* Removing a running easy handle from the multi handle aborts its transfer: libcurl closes the
  * connection (it cannot be reused mid-answer), which is what the upstream sees as a cancel.
- * c->result holds the transfer's outcome by now (the attempt of a traced group records it). */
-static void call_detach(tg_loop *l, tg_call *c)
+ * outcome is the transfer's (NULL: cancelled); a traced group records it. */
+void tgi_xfer_detach(tg_loop *l, tg_xfer *x, const tg_result *outcome)
 {
-    if (c->easy == NULL)
+    if (x->easy == NULL)
         return;
-    attempt_note(c);
-    curl_multi_remove_handle(l->multi, c->easy);
+    attempt_note(x, outcome);
+    curl_multi_remove_handle(l->multi, x->easy);
     if (l->nidle < TG_IDLE_HANDLES) {
-        curl_easy_reset(c->easy);
-        l->idle[l->nidle++] = c->easy;
+        curl_easy_reset(x->easy);
+        l->idle[l->nidle++] = x->easy;
     } else {
-        curl_easy_cleanup(c->easy);
+        curl_easy_cleanup(x->easy);
     }
-    c->easy = NULL;
-    c->group->running--;
+    x->easy = NULL;
 }
 
 /* The parsed form of url, parsed on first use; NULL when it cannot be (then libcurl parses the
@@ -419,13 +302,60 @@ static int proxy_variables_unset(void)
     return 1;
 }
 
-static int call_start(tg_loop *l, tg_call *c)
+/* "Name: <n>" into buf, without printf: two of these per request. */
+static void header_number(char *buf, size_t cap, const char *name, size_t name_len, unsigned long n)
 {
+    char digits[24];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0 && nd < sizeof digits);
+    if (name_len + nd + 1 > cap)
+        nd = cap - name_len - 1; /* never: cap fits the longest name and a 64-bit number */
+    memcpy(buf, name, name_len);
+    for (size_t i = 0; i < nd; i++)
+        buf[name_len + i] = digits[nd - 1 - i];
+    buf[name_len + nd] = '\0';
+}
+
+/* The milliseconds from now to end, rounded up, at least 1. */
+static long ms_until(uint64_t now, uint64_t end)
+{
+    if (end <= now)
+        return 1;
+    uint64_t ms = (end - now + 999999u) / 1000000u;
+    return ms > (uint64_t)LONG_MAX ? LONG_MAX : (long)ms;
+}
+
+int tgi_xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms)
+{
+    static const char attempt_name[] = "X-Checkout-Attempt: ";
+    static const char timeout_name[] = "X-Checkout-Timeout-Ms: ";
     CURL *e = l->nidle > 0 ? l->idle[--l->nidle] : curl_easy_init();
     if (e == NULL)
         return -ENOMEM;
-    c->resp_limit = (size_t)l->max_body_bytes;
-    c->start_ns = now_ns();
+    x->call = c;
+    x->resp_len = 0;
+    x->resp_too_big = 0;
+    x->curl_error[0] = '\0';
+    x->resp_limit = (size_t)l->max_body_bytes;
+    x->start_ns = now_ns();
+    x->timeout_ms = timeout_ms;
+    /* Deadline propagation: what this request has before the service abandons it. */
+    long left = ms_until(x->start_ns, c->group->deadline_ns);
+    c->result.attempts++;
+    header_number(x->hdr_text[0], sizeof x->hdr_text[0], attempt_name, sizeof attempt_name - 1,
+                  c->result.attempts);
+    long budget = left < timeout_ms ? left : timeout_ms;
+    if (budget > 99999999) /* 8 digits fit hdr_text; config timeouts are at most 600000 */
+        budget = 99999999;
+    header_number(x->hdr_text[1], sizeof x->hdr_text[1], timeout_name, sizeof timeout_name - 1,
+                  (unsigned long)budget);
+    x->hdr[0].data = x->hdr_text[0];
+    x->hdr[0].next = &x->hdr[1];
+    x->hdr[1].data = x->hdr_text[1];
+    x->hdr[1].next = c->headers;
     CURLU *parsed = parsed_url(l, c->url);
     if (parsed != NULL)
         curl_easy_setopt(e, CURLOPT_CURLU, parsed);
@@ -436,12 +366,12 @@ static int call_start(tg_loop *l, tg_call *c)
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, call_on_data);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->curl_error);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, &x->hdr[0]);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, xfer_on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->curl_error);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -453,10 +383,10 @@ static int call_start(tg_loop *l, tg_call *c)
     tg_tls_apply(e, &c->tls); /* on every start: see tg_tls.h */
     if (curl_multi_add_handle(l->multi, e) != CURLM_OK) {
         curl_easy_cleanup(e);
+        c->result.attempts--;
         return -ENOMEM;
     }
-    c->easy = e;
-    c->group->running++;
+    x->easy = e;
     return 0;
 }
 
@@ -467,16 +397,24 @@ tg_group *tg_group_new(size_t ncalls, long deadline_ms, tg_done_fn done, void *u
 {
     if (ncalls == 0 || ncalls > TG_MAX_CALLS || done == NULL)
         return NULL;
-    tg_group *g = calloc(1, sizeof(*g) + ncalls * sizeof(tg_call));
+    tg_group *g = malloc(sizeof(*g) + ncalls * sizeof(tg_call));
     if (g == NULL)
         return NULL;
+    memset(g, 0, sizeof(*g));
+    for (size_t i = 0; i < ncalls; i++) {
+        memset(&g->calls[i], 0, TG_CALL_ZEROED);
+        g->calls[i].xfer.curl_error[0] = '\0';
+    }
     g->ncalls = ncalls;
     g->deadline_ms = deadline_ms;
-    g->heap_index = SIZE_MAX;
+    g->deadline.index = SIZE_MAX;
     g->done = done;
     g->user = user;
-    for (size_t i = 0; i < ncalls; i++)
+    for (size_t i = 0; i < ncalls; i++) {
         g->calls[i].group = g;
+        g->calls[i].timer.index = SIZE_MAX;
+        g->calls[i].verdict = TG_NO_VERDICT;
+    }
     return g;
 }
 
@@ -523,6 +461,13 @@ void tg_call_tls(tg_group *g, size_t i, const tg_tls *tls)
     g->calls[i].tls = *tls;
 }
 
+void tg_call_policy(tg_group *g, size_t i, const tg_policy *p)
+{
+    g->calls[i].policy = p;
+    if (p != NULL && p->breaker != NULL)
+        g->has_breaker = 1;
+}
+
 void tg_group_free(tg_group *g)
 {
     if (g == NULL)
@@ -531,7 +476,10 @@ void tg_group_free(tg_group *g)
         tg_call *c = &g->calls[i];
         free(c->url);
         free(c->body);
-        free(c->resp);
+        free(c->xfer.resp);
+        if (c->hedge != NULL)
+            free(c->hedge->resp);
+        free(c->hedge);
         curl_slist_free_all(c->headers);
         json_decref(c->result.body);
     }
@@ -577,6 +525,8 @@ const char *tg_kind_name(tg_kind kind)
         return "transport";
     case TG_TIMEOUT:
         return "timeout";
+    case TG_CIRCUIT_OPEN:
+        return "circuit_open";
     case TG_KIND_NONE:
         break;
     }
@@ -584,7 +534,7 @@ const char *tg_kind_name(tg_kind kind)
 }
 
 /* Marks g to finish at the end of this turn (once). */
-static void finish_later(tg_group **list, tg_group *g)
+void tgi_finish_later(tg_group **list, tg_group *g)
 {
     if (g->finishing)
         return;
@@ -600,11 +550,17 @@ static void group_finish(tg_loop *l, tg_group *g)
     for (size_t i = 0; i < g->ncalls; i++) {
         tg_call *c = &g->calls[i];
         if (c->result.state == TG_PENDING) {
+            tgi_result_clear(&c->result);
             c->result.state = TG_CANCELLED;
-            call_detach(l, c);
+            if (c->policy != NULL)
+                tga_abort(l, c, NULL);
+            else
+                tgi_xfer_detach(l, &c->xfer, NULL);
         }
     }
-    heap_remove(l, g);
+    tgi_timer_stop(l, &g->deadline);
+    if (g->start_ns != 0) /* a group still queued at the loop's stop never started */
+        l->ngroups--;
     g->finish_ns = now_ns();
     g->done(g, g->user);
 }
@@ -628,24 +584,69 @@ static void finish_all(tg_loop *l, tg_group *list)
     }
 }
 
+void tgi_call_final(tg_call *c, tg_group **finish)
+{
+    tg_group *g = c->group;
+    g->pending--;
+    if (c->result.state == TG_FAILED) {
+        record_failure(c);
+        tgi_finish_later(finish, g);
+    } else if (g->pending == 0) {
+        tgi_finish_later(finish, g);
+    }
+}
+
+/* The group's deadline: every call still running or waiting to retry becomes a timeout. */
+static void on_deadline(tg_loop *l, tgi_timer *t, tg_group **finish)
+{
+    tg_group *g = t->arg;
+    uint64_t now = now_ns();
+    for (size_t i = 0; i < g->ncalls; i++) {
+        tg_call *c = &g->calls[i];
+        if (c->result.state != TG_PENDING)
+            continue;
+        tgi_result_clear(&c->result);
+        c->result.elapsed_ms = ms_between(c->start_ns, now);
+        result_fail(&c->result, TG_TIMEOUT, "checkout deadline of %ld ms passed", g->deadline_ms);
+        record_failure(c);
+        if (c->policy != NULL)
+            tga_abort(l, c, &c->result);
+        else
+            tgi_xfer_detach(l, &c->xfer, &c->result);
+    }
+    tgi_finish_later(finish, g);
+}
+
+static void not_started(tg_call *c, tg_group **finish)
+{
+    result_fail(&c->result, TG_TRANSPORT, "not started: out of memory");
+    record_failure(c);
+    tgi_finish_later(finish, c->group);
+}
+
 static void group_start(tg_loop *l, tg_group *g, tg_group **finish)
 {
     g->start_ns = now_ns();
     g->deadline_ns = g->start_ns + (uint64_t)g->deadline_ms * 1000000u;
-    if (heap_push(l, g) != 0) {
-        for (size_t i = 0; i < g->ncalls; i++) {
-            call_fail(&g->calls[i], TG_TRANSPORT, "not started: out of memory");
-            record_failure(&g->calls[i]);
-        }
-        finish_later(finish, g);
+    g->pending = g->ncalls;
+    l->ngroups++;
+    if (tgi_timer_start(l, &g->deadline, g->deadline_ns, on_deadline, g, g) != 0) {
+        for (size_t i = 0; i < g->ncalls; i++)
+            not_started(&g->calls[i], finish);
         return;
     }
+    /* A breaker that refuses fails the group before any request is sent. */
+    if (g->has_breaker && tga_admit_group(l, g, finish))
+        return;
     for (size_t i = 0; i < g->ncalls; i++) {
         tg_call *c = &g->calls[i];
-        if (call_start(l, c) != 0) {
-            call_fail(c, TG_TRANSPORT, "not started: out of memory");
-            record_failure(c);
-            finish_later(finish, g);
+        c->start_ns = g->start_ns;
+        if (c->policy != NULL) {
+            tga_start(l, c, finish);
+            if (g->nfailed > 0)
+                return;
+        } else if (tgi_xfer_start(l, c, &c->xfer, c->timeout_ms) != 0) {
+            not_started(c, finish);
             return;
         }
     }
@@ -671,46 +672,29 @@ static void read_finished(tg_loop *l, tg_group **finish)
             break;
         if (msg->msg != CURLMSG_DONE)
             continue;
-        tg_call *c = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        tg_xfer *x = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
         CURLcode rc = msg->data.result;
         long status = 0;
-        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-        c->result.elapsed_ms = ms_between(c->start_ns, now_ns());
-        call_classify(c, rc, status, c->resp, c->resp_len, c->resp_too_big,
-                      c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc));
-        call_detach(l, c);
-        if (c->result.state == TG_FAILED || c->group->running == 0)
-            finish_later(finish, c->group);
-    }
-}
-
-static void expire_deadlines(tg_loop *l, tg_group **finish)
-{
-    uint64_t now = now_ns();
-    while (l->heap_len > 0 && l->heap[0]->deadline_ns <= now) {
-        tg_group *g = l->heap[0];
-        heap_remove(l, g);
-        for (size_t i = 0; i < g->ncalls; i++) {
-            tg_call *c = &g->calls[i];
-            if (c->result.state != TG_PENDING)
-                continue;
-            c->result.elapsed_ms = ms_between(c->start_ns, now);
-            call_fail(c, TG_TIMEOUT, "checkout deadline of %ld ms passed", g->deadline_ms);
-            record_failure(c);
-            call_detach(l, c);
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+        tg_call *c = x->call;
+        if (c->policy != NULL) {
+            tga_xfer_done(l, x, rc, status, finish);
+            continue;
         }
-        finish_later(finish, g);
+        c->result.elapsed_ms = ms_between(x->start_ns, now_ns());
+        tgi_classify(&c->result, x, rc, status,
+                     x->curl_error[0] ? x->curl_error : curl_easy_strerror(rc));
+        tgi_xfer_detach(l, x, &c->result);
+        tgi_call_final(c, finish);
     }
 }
 
-/* ms until the earliest of the next group deadline, libcurl's timer and max_wait_ms; rounded up,
- * so that the wait never ends before what it waits for. */
+/* ms until the earliest of the next timer, libcurl's timer and max_wait_ms; rounded up, so that
+ * the wait never ends before what it waits for. */
 static int wait_ms(const tg_loop *l, int max_wait_ms)
 {
-    uint64_t now = now_ns(), due = UINT64_MAX;
-    if (l->heap_len > 0)
-        due = l->heap[0]->deadline_ns;
+    uint64_t now = now_ns(), due = tgi_timer_next(l);
     if (l->timer_set && l->timer_due < due)
         due = l->timer_due;
     if (due == UINT64_MAX)
@@ -825,9 +809,9 @@ int tg_loop_run_once(tg_loop *l, int max_wait_ms)
     read_finished(l, &finish);
     wait_and_dispatch(l, max_wait_ms, finish != NULL);
     read_finished(l, &finish);
-    expire_deadlines(l, &finish);
+    tgi_timers_run(l, now_ns(), &finish);
     finish_all(l, finish);
-    return (int)l->heap_len;
+    return (int)l->ngroups;
 }
 
 /* ---- the loop ---------------------------------------------------------------------------------
@@ -854,6 +838,7 @@ tg_loop *tg_loop_new(const tg_loop_options *opts)
         goto fail;
     l->max_body_bytes = opts && opts->max_body_bytes > 0 ? opts->max_body_bytes : 1048576;
     l->no_proxy = proxy_variables_unset();
+    l->rnd = (now_ns() ^ (uint64_t)(uintptr_t)l) | 1u; /* jitter needs spread, not secrecy */
     l->multi = curl_multi_init();
     if (l->multi == NULL)
         goto fail;
@@ -952,14 +937,12 @@ void tg_loop_stop(tg_loop *l)
     while (g != NULL) {
         tg_group *next = g->next;
         g->next = NULL;
-        finish_later(&finish, g);
+        tgi_finish_later(&finish, g);
         g = next;
     }
-    while (l->heap_len > 0) {
-        tg_group *top = l->heap[0];
-        heap_remove(l, top);
-        finish_later(&finish, top);
-    }
+    /* every running group has its deadline on the heap; backoffs and hedges name theirs */
+    for (tgi_timer *t = tgi_timer_pop(l); t != NULL; t = tgi_timer_pop(l))
+        tgi_finish_later(&finish, t->group);
     finish_all(l, finish);
 }
 
@@ -979,6 +962,6 @@ void tg_loop_free(tg_loop *l)
     close(l->epfd);
     close(l->wakefd);
     pthread_mutex_destroy(&l->lock);
-    free(l->heap);
+    free(l->timers);
     free(l);
 }

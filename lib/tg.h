@@ -9,6 +9,13 @@
  * without waiting for them. Failures observed in the same turn of the loop are all reported, in
  * order, or
  *   - the group's deadline passed: every call still running fails with kind TG_TIMEOUT.
+ * A call with a policy (tg_call_policy) may take several attempts: a failed attempt that its
+ * retry policy retries is not a failure of the group; it waits its backoff on the loop's timer
+ * heap (no thread sleeps) and goes again, but only when a whole per-try window still fits before
+ * the call's timeout and the group's deadline. A hedge is a second identical request after
+ * hedge_after_ms; the first success or rejection of the two decides, the other is aborted. A
+ * breaker that refuses fails the call at once as TG_CIRCUIT_OPEN. Only a call's final failure
+ * fails the group; a call waiting to retry or hedging is cancelled like any other.
  * Connections to upstreams stay alive in the multi handle's cache and are reused across groups.
  *
  * Ownership: the caller fills a group (tg_group_new, tg_call_set), submits it and must not touch it
@@ -19,6 +26,9 @@
  * tg_loop_start. */
 #ifndef CHECKOUTD_TG_H
 #define CHECKOUTD_TG_H
+
+#include "breaker.h"
+#include "retry.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -42,7 +52,10 @@ typedef enum tg_kind {
     TG_INVALID_RESPONSE, /* 2xx without a JSON object, 1xx/3xx, body too large, garbage */
     TG_TRANSPORT,        /* refused, reset, unresolvable, cut off */
     TG_TIMEOUT,          /* the call's timeout or the group's deadline passed */
+    TG_CIRCUIT_OPEN,     /* the call's breaker refused it: no request was sent */
 } tg_kind;
+
+#define TG_MAX_REQUESTS 10 /* 5 attempts, each with its hedge */
 
 typedef struct tg_result {
     tg_state state;
@@ -55,11 +68,20 @@ typedef struct tg_result {
     char message[160];
     double elapsed_ms; /* from the call's start to its end (0 for cancelled calls) */
     unsigned fail_seq; /* 1, 2, ...: the order in which the group's failures were observed */
+    /* v1.2 attempts. The answer fields above are the last attempt's. */
+    unsigned attempts;    /* requests sent upstream, retries and hedges included; 0: none */
+    unsigned retries;     /* attempts after the first */
+    unsigned hedges_won;  /* hedges sent that decided the attempt */
+    unsigned hedges_lost; /* hedges sent whose first request decided it */
+    /* the outcomes (tg_kind, TG_KIND_NONE for ok) of the requests that ended before the final one
+     * (failed attempts, a failed half of a hedged pair), for metrics; aborted ones are not here */
+    unsigned char nearlier;
+    unsigned char earlier[TG_MAX_REQUESTS];
 } tg_result;
 
 /* One transfer of a call, kept only for a traced group (tg_group_trace): when it started and
- * libcurl's view of it. A call has one attempt today; the list shape leaves room for retries and
- * hedges (at most TG_MAX_ATTEMPTS are kept per call). */
+ * libcurl's view of it. Each request of a call is one, retries and hedges included (a hedge
+ * pair's loser as TG_CANCELLED); at most TG_MAX_ATTEMPTS are kept per call. */
 #define TG_MAX_ATTEMPTS 8
 typedef struct tg_attempt {
     double start_ms; /* after the group's start (the checkout's fan-out) */
@@ -72,6 +94,14 @@ typedef struct tg_attempt {
     tg_state state;   /* TG_OK, TG_FAILED (see kind) or TG_CANCELLED */
     tg_kind kind;
 } tg_attempt;
+
+/* What a call may do beyond one request (contract v1.2, "Resilience"). Owned by the caller and
+ * read by the loop thread while groups run: it must outlive every group that uses it. */
+typedef struct tg_policy {
+    retry_policy retry;  /* attempts 1: no retry; per_try_ms bounds each attempt */
+    breaker *breaker;    /* NULL: none; shared by every loop (lib/breaker is thread-safe) */
+    long hedge_after_ms; /* 0: no hedge */
+} tg_policy;
 
 typedef void (*tg_done_fn)(tg_group *g, void *user);
 
@@ -127,6 +157,9 @@ typedef struct tg_tls {
     const char *key_file;
 } tg_tls;
 void tg_call_tls(tg_group *g, size_t i, const tg_tls *tls);
+/* Gives call i a policy (retries, breaker, hedge); p NULL or never set: one request, as v1.1.
+ * Every request carries X-Checkout-Attempt and X-Checkout-Timeout-Ms either way. */
+void tg_call_policy(tg_group *g, size_t i, const tg_policy *p);
 /* Records call i's outcome as the loop does when its transfer ends, by the contract's table:
  * curl_code (a CURLcode; 0 when a whole HTTP answer came), the HTTP status (0: none), the body
  * bytes, whether the body passed the size limit, and libcurl's message (NULL: its generic one).

@@ -2,7 +2,7 @@
  * failure is called. Kept beside tg.c so that tg stays the mechanism (transfers, the group).
  *
  * tg_tls_apply runs on every transfer start, whichever idle easy handle the call got: handles come
- * back reset (curl_easy_reset in tg's call_detach) and the options are set again here, so one
+ * back reset (curl_easy_reset in tg's tgi_xfer_detach) and the options are set again here, so one
  * validation's CA or client certificate never applies to another's transfer. libcurl keeps them
  * apart in its caches too: a connection, a TLS session or a cached CA store is reused only by a
  * transfer with the same TLS options. Cost with no files: two curl_easy_setopt calls. */

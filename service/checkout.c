@@ -57,8 +57,24 @@ void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t 
     s->loops = loops;
     s->nloops = nloops;
     s->metrics = metrics;
-    for (size_t i = 0; i < c->nvalidations; i++)
-        s->names[i] = c->validations[i].name;
+    for (size_t i = 0; i < c->nvalidations; i++) {
+        const cfg_validation *v = &c->validations[i];
+        s->names[i] = v->name;
+        /* A validation with no resilience key keeps the one-request path of v1.1. */
+        if (v->retry.attempts <= 1 && v->retry.per_try_ms >= v->timeout_ms &&
+            v->breaker_failures == 0 && v->hedge_after_ms == 0)
+            continue;
+        tg_policy *p = &s->policies[i];
+        p->retry = v->retry;
+        p->hedge_after_ms = v->hedge_after_ms;
+        if (v->breaker_failures > 0 &&
+            breaker_init(&s->breakers[i], v->breaker_failures, v->breaker_open_ms) == 0) {
+            s->breaker[i] = &s->breakers[i];
+            p->breaker = s->breaker[i];
+        }
+        s->policy[i] = p;
+    }
+    mx_set_breakers(metrics, s->breaker, c->nvalidations);
     atomic_init(&s->inflight, 0);
     clock_gettime(CLOCK_MONOTONIC, &s->started);
 }
@@ -256,6 +272,8 @@ static int build_calls(const co_service *s, co_checkout *c, json_t *order, const
             const tg_tls tls = {v->tls.ca_file, v->tls.cert_file, v->tls.key_file};
             tg_call_tls(c->group, i, &tls);
         }
+        if (s->policy[i] != NULL)
+            tg_call_policy(c->group, i, s->policy[i]);
     }
     rc = 0;
 fail:
@@ -552,6 +570,8 @@ static void record(co_service *s, const co_checkout *c, const tg_group *g, const
             mx_upstream(s->metrics, i, r->kind, r->elapsed_ms / 1000.0);
             win_call(s->windows, c->worker, sec, i, (unsigned)r->kind, r->elapsed_ms);
         }
+        if (r->nearlier > 0 || r->retries > 0 || r->hedges_won > 0 || r->hedges_lost > 0)
+            mx_attempts(s->metrics, i, r);
     }
     mx_outcome o = mx_outcome_from_code(a->code);
     mx_checkout(s->metrics, o, elapsed_ms / 1000.0);
@@ -634,6 +654,7 @@ static void keep_outcomes(const tg_group *g, co_answer *a)
         a->outcomes[i].outcome = r->state == TG_CANCELLED ? "cancelled" : tg_kind_name(r->kind);
         a->outcomes[i].elapsed_ms = r->elapsed_ms;
         a->outcomes[i].http_status = r->http_status;
+        a->outcomes[i].attempts = r->attempts;
     }
 }
 
@@ -647,6 +668,7 @@ void co_log(const co_service *s, const co_answer *a)
         v[i].outcome = a->outcomes[i].outcome;
         v[i].elapsed_ms = a->outcomes[i].elapsed_ms;
         v[i].http_status = a->outcomes[i].http_status;
+        v[i].attempts = a->outcomes[i].attempts;
     }
     jlog_checkout(a->request_id, a->order_id[0] ? a->order_id : NULL, a->code, a->http_status,
                   a->elapsed_ms, v, a->noutcomes);

@@ -32,6 +32,13 @@ typedef struct co_service {
      * co_service_init, before the first checkout. */
     win *windows;
     struct timespec started; /* CLOCK_MONOTONIC at co_service_init: uptime */
+    /* v1.2 resilience, per validation: policy[i] is NULL when validation i has none (the v1.1
+     * path, no cost), else &policies[i]; breaker[i] is NULL or &breakers[i], shared by every
+     * loop. */
+    const tg_policy *policy[CFG_MAX_VALIDATIONS];
+    breaker *breaker[CFG_MAX_VALIDATIONS];
+    tg_policy policies[CFG_MAX_VALIDATIONS];
+    breaker breakers[CFG_MAX_VALIDATIONS];
 } co_service;
 
 typedef struct co_request {
@@ -49,6 +56,7 @@ typedef struct co_outcome {
     const char *outcome; /* "ok", a failure kind, or "cancelled" */
     double elapsed_ms;
     long http_status;
+    unsigned attempts; /* requests sent upstream */
 } co_outcome;
 
 typedef struct co_answer {

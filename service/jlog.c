@@ -563,10 +563,13 @@ static json_t *validation_line(const jlog_validation *v)
     json_t *o = json_object();
     if (!o || put(o, "outcome", text(v->outcome, 1)) != 0)
         goto fail;
-    if (v->outcome && strcmp(v->outcome, "cancelled") == 0)
-        return o;
-    if (put(o, "elapsed_ms", ms_value(v->elapsed_ms)) != 0 ||
-        put(o, "http_status", v->http_status > 0 ? json_integer(v->http_status) : json_null()) != 0)
+    if (!v->outcome || strcmp(v->outcome, "cancelled") != 0) {
+        if (put(o, "elapsed_ms", ms_value(v->elapsed_ms)) != 0 ||
+            put(o, "http_status",
+                v->http_status > 0 ? json_integer(v->http_status) : json_null()) != 0)
+            goto fail;
+    }
+    if (put(o, "attempts", json_integer((json_int_t)v->attempts)) != 0)
         goto fail;
     return o;
 fail:
@@ -656,6 +659,8 @@ static void line_validation(jw *b, const jlog_validation *v, size_t i, size_t ke
         else
             JW_LIT(b, "null");
     }
+    JW_LIT(b, ",\"attempts\":");
+    jw_int(b, (long)v->attempts);
     jw_char(b, '}');
 }
 

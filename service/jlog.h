@@ -52,15 +52,17 @@ typedef struct jlog_validation {
     const char *name;    /* from the config ([a-z0-9_]{1,32}): logged as it is, not masked */
     const char *outcome; /* "ok", a tg kind name, or "cancelled" */
     double elapsed_ms;
-    long http_status; /* 0: no HTTP answer came (logged as null) */
+    long http_status;  /* 0: no HTTP answer came (logged as null) */
+    unsigned attempts; /* v1.2: requests sent upstream (retries and hedges included) */
 } jlog_validation;
 
 /* The per-checkout line, at info:
  * {"ts":..,"level":"info","event":"checkout","request_id":..,"order_id":..,"status":..,
  *  "http_status":422,"elapsed_ms":6.3,"validations":{"address":{"outcome":"ok","elapsed_ms":1.2,
- *  "http_status":200},"payment":{"outcome":"cancelled"}}}
+ *  "http_status":200,"attempts":1},"payment":{"outcome":"cancelled","attempts":0}}}
  * request_id, order_id, status and outcomes pass through jlog_mask (NULL is logged as null); times
- * are rounded to 0.1 ms; a cancelled validation shows only its outcome. Returns as jlog_event. */
+ * are rounded to 0.1 ms; a cancelled validation shows only its outcome and attempts. Returns as
+ * jlog_event. */
 int jlog_checkout(const char *request_id, const char *order_id, const char *status, int http_status,
                   double elapsed_ms, const jlog_validation *v, size_t nv);
 

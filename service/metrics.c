@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* "Lock-free" is the contract: refuse to build where these atomics would hide a lock. */
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "metrics need lock-free 64-bit atomics");
@@ -60,6 +61,9 @@ typedef struct mx_validation {
     char *label; /* the name, escaped for a label value */
     atomic_ullong requests[MX_KINDS];
     atomic_ullong cancelled;
+    atomic_ullong retries;
+    atomic_ullong hedges_won, hedges_lost;
+    breaker *breaker; /* NULL: none (the circuit is always closed) */
     mx_hist latency;
 } mx_validation;
 
@@ -195,6 +199,45 @@ void mx_idem(mx *m, int result)
         add(&m->idem[result]);
 }
 
+void mx_attempts(mx *m, size_t validation, const tg_result *r)
+{
+    if (validation >= m->nvalidations)
+        return;
+    mx_validation *v = &m->v[validation];
+    for (unsigned i = 0; i < r->nearlier && i < TG_MAX_REQUESTS; i++)
+        if (r->earlier[i] < MX_KINDS)
+            add(&v->requests[r->earlier[i]]);
+    if (r->retries > 0)
+        atomic_fetch_add_explicit(&v->retries, r->retries, memory_order_relaxed);
+    if (r->hedges_won > 0)
+        atomic_fetch_add_explicit(&v->hedges_won, r->hedges_won, memory_order_relaxed);
+    if (r->hedges_lost > 0)
+        atomic_fetch_add_explicit(&v->hedges_lost, r->hedges_lost, memory_order_relaxed);
+}
+
+unsigned long long mx_retries(const mx *m, size_t validation)
+{
+    if (m == NULL || validation >= m->nvalidations)
+        return 0;
+    return atomic_load_explicit(&m->v[validation].retries, memory_order_relaxed);
+}
+
+unsigned long long mx_hedges(const mx *m, size_t validation)
+{
+    if (m == NULL || validation >= m->nvalidations)
+        return 0;
+    return atomic_load_explicit(&m->v[validation].hedges_won, memory_order_relaxed) +
+           atomic_load_explicit(&m->v[validation].hedges_lost, memory_order_relaxed);
+}
+
+void mx_set_breakers(mx *m, breaker *const breakers[], size_t n)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < n && i < m->nvalidations; i++)
+        m->v[i].breaker = breakers[i];
+}
+
 void mx_inflight(mx *m, long delta)
 {
     atomic_fetch_add_explicit(&m->inflight, delta, memory_order_relaxed);
@@ -311,8 +354,8 @@ static void render_checkouts(text *t, const mx *m)
 static void render_upstreams(text *t, const mx *m)
 {
     family(t, "checkoutd_upstream_requests_total", "counter",
-           "Upstream validation calls that ended, by validation and outcome (ok or the failure "
-           "kind).");
+           "Upstream requests that ended, retries and hedges included, by validation and outcome "
+           "(ok or the failure kind).");
     for (size_t i = 0; i < m->nvalidations; i++)
         for (int k = 0; k < MX_KINDS; k++)
             put(t, "checkoutd_upstream_requests_total{validation=\"%s\",outcome=\"%s\"} %llu\n",
@@ -326,6 +369,50 @@ static void render_upstreams(text *t, const mx *m)
     for (size_t i = 0; i < m->nvalidations; i++)
         put(t, "checkoutd_validations_cancelled_total{validation=\"%s\"} %llu\n", m->v[i].label,
             load(&m->v[i].cancelled));
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* v1.2: retries, hedges, circuit state and rejections. O(validations). */
+static void render_resilience(text *t, const mx *m)
+{
+    static const breaker_state states[] = {BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN};
+    uint64_t now = mono_ms();
+    family(t, "checkoutd_upstream_retries_total", "counter",
+           "Retries sent upstream (attempts after a validation's first).");
+    for (size_t i = 0; i < m->nvalidations; i++)
+        put(t, "checkoutd_upstream_retries_total{validation=\"%s\"} %llu\n", m->v[i].label,
+            load(&m->v[i].retries));
+    family(t, "checkoutd_upstream_hedges_total", "counter",
+           "Hedged requests sent, by whether the hedge (won) or the request it hedged (lost) "
+           "decided the attempt.");
+    for (size_t i = 0; i < m->nvalidations; i++) {
+        put(t, "checkoutd_upstream_hedges_total{validation=\"%s\",result=\"won\"} %llu\n",
+            m->v[i].label, load(&m->v[i].hedges_won));
+        put(t, "checkoutd_upstream_hedges_total{validation=\"%s\",result=\"lost\"} %llu\n",
+            m->v[i].label, load(&m->v[i].hedges_lost));
+    }
+    family(t, "checkoutd_circuit_state", "gauge",
+           "1 for the current state of each validation's circuit breaker, 0 for the others "
+           "(closed when it has none).");
+    for (size_t i = 0; i < m->nvalidations; i++) {
+        breaker *b = m->v[i].breaker;
+        breaker_state now_state = b != NULL ? breaker_state_at(b, now) : BREAKER_CLOSED;
+        for (size_t k = 0; k < 3; k++)
+            put(t, "checkoutd_circuit_state{validation=\"%s\",state=\"%s\"} %d\n", m->v[i].label,
+                breaker_state_name(states[k]), states[k] == now_state);
+    }
+    family(t, "checkoutd_circuit_rejections_total", "counter",
+           "Validation calls refused without a request because the circuit breaker was open.");
+    for (size_t i = 0; i < m->nvalidations; i++)
+        put(t, "checkoutd_circuit_rejections_total{validation=\"%s\"} %llu\n", m->v[i].label,
+            m->v[i].breaker != NULL ? (unsigned long long)breaker_rejections(m->v[i].breaker)
+                                    : 0ull);
 }
 
 static void render_gauges(text *t, const mx *m)
@@ -347,6 +434,7 @@ char *mx_render(const mx *m, size_t *len)
     t.p[0] = '\0';
     render_checkouts(&t, m);
     render_upstreams(&t, m);
+    render_resilience(&t, m);
     render_gauges(&t, m);
     if (t.failed)
         goto fail;

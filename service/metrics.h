@@ -69,6 +69,18 @@ void mx_cancelled(mx *m, size_t validation);
  * new, replayed, in_progress, mismatch, unavailable); out of range is ignored. */
 #define MX_IDEM_RESULTS 5
 void mx_idem(mx *m, int result);
+/* v1.2: what a call's attempts did beyond its final request: the earlier requests (each counted
+ * in checkoutd_upstream_requests_total by its outcome, without a latency), retries
+ * (checkoutd_upstream_retries_total) and hedges (checkoutd_upstream_hedges_total{result}). A few
+ * relaxed adds; a call of one request need not call it. */
+void mx_attempts(mx *m, size_t validation, const tg_result *r);
+/* The breakers (breakers[i] NULL: validation i has none) that checkoutd_circuit_state and
+ * checkoutd_circuit_rejections_total read at each render; they must outlive m's renders. Set
+ * once, before any render. */
+void mx_set_breakers(mx *m, breaker *const breakers[], size_t n);
+/* Retries, and hedges sent (won + lost), of validation i since start; 0 when out of range. */
+unsigned long long mx_retries(const mx *m, size_t validation);
+unsigned long long mx_hedges(const mx *m, size_t validation);
 /* Gauges: add delta (+1 on start, -1 on end). */
 void mx_inflight(mx *m, long delta);    /* checkoutd_inflight_checkouts */
 void mx_connections(mx *m, long delta); /* checkoutd_open_connections */

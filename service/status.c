@@ -27,14 +27,20 @@ const char *st_page(size_t *len)
 
 void st_resilience_of(const co_service *s, size_t i, st_resilience *out)
 {
-    /* Retries, hedges and breakers are not in this build yet (the resilience issue): the figures
-     * are 0 and every circuit is closed. When they land, read them here, e.g. from the
-     * validation's breaker and its retry/hedge counters. */
-    (void)s;
-    (void)i;
+    /* The breaker's state now; retries and hedges are the process's counters since start (the
+     * metrics' cells: the windows keep no per-attempt figures). */
+    struct timespec ts;
     out->retries = 0;
     out->hedges = 0;
     out->circuit = "closed";
+    if (s == NULL)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    breaker *b = i < CFG_MAX_VALIDATIONS ? s->breaker[i] : NULL;
+    out->retries = (unsigned long)mx_retries(s->metrics, i);
+    out->hedges = (unsigned long)mx_hedges(s->metrics, i);
+    out->circuit = b != NULL ? breaker_state_name(breaker_state_at(b, now_ms)) : "closed";
 }
 
 static json_t *real3(double v)

@@ -16,7 +16,7 @@
 
 #include <stddef.h>
 
-/* Resilience figures of one validation over the window (retries, hedges, circuit state). */
+/* Resilience figures of one validation: retries and hedges since start, the circuit state now. */
 typedef struct st_resilience {
     unsigned long retries, hedges;
     const char *circuit; /* "closed", "open" or "half_open" (static text) */

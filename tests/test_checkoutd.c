@@ -183,8 +183,8 @@ static const json_t *first_error(const json_t *doc)
 
 static void assert_error_fields(const json_t *e)
 {
-    static const char *const keys[] = {"validation", "kind",     "http_status",
-                                       "message",    "upstream", "elapsed_ms"};
+    static const char *const keys[] = {"validation", "kind",       "http_status", "message",
+                                       "upstream",   "elapsed_ms", "attempts"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (json_object_get(e, keys[i]) == NULL)
             fail_msg("error entry lacks %s", keys[i]);

@@ -216,10 +216,10 @@ static void test_checkout_line(void **state)
 {
     (void)state;
     const jlog_validation v[] = {
-        {"address", "ok", 1.23, 200},
-        {"inventory", "rejected", 6.08, 409},
-        {"payment", "cancelled", 0, 0},
-        {"fraud", "transport", 0.46, 0},
+        {"address", "ok", 1.23, 200, 1},
+        {"inventory", "rejected", 6.08, 409, 1},
+        {"payment", "cancelled", 0, 0, 0},
+        {"fraud", "transport", 0.46, 0, 3},
     };
     char *raw;
     assert_int_equal(jlog_checkout("req-1", "ord-1001", "rejected", 422, 6.34, v, 4), 0);
@@ -227,14 +227,15 @@ static void test_checkout_line(void **state)
     const char *want = "\"level\":\"info\",\"event\":\"checkout\",\"request_id\":\"req-1\","
                        "\"order_id\":\"ord-1001\",\"status\":\"rejected\",\"http_status\":422,"
                        "\"elapsed_ms\":6.3,\"validations\":{\"address\":{\"outcome\":\"ok\","
-                       "\"elapsed_ms\":1.2,\"http_status\":200},\"inventory\":{\"outcome\":"
-                       "\"rejected\",\"elapsed_ms\":6.1,\"http_status\":409},\"payment\":{"
-                       "\"outcome\":\"cancelled\"},\"fraud\":{\"outcome\":\"transport\","
-                       "\"elapsed_ms\":0.5,\"http_status\":null}}}\n";
+                       "\"elapsed_ms\":1.2,\"http_status\":200,\"attempts\":1},\"inventory\":{"
+                       "\"outcome\":\"rejected\",\"elapsed_ms\":6.1,\"http_status\":409,"
+                       "\"attempts\":1},\"payment\":{\"outcome\":\"cancelled\",\"attempts\":0},"
+                       "\"fraud\":{\"outcome\":\"transport\",\"elapsed_ms\":0.5,"
+                       "\"http_status\":null,\"attempts\":3}}}\n";
     assert_non_null(strstr(raw, want));
     assert_int_equal(strlen(raw), 33 + strlen(want)); /* {"ts":"<24>", + the rest */
     json_t *payment = json_object_get(json_object_get(line, "validations"), "payment");
-    assert_int_equal(json_object_size(payment), 1);
+    assert_int_equal(json_object_size(payment), 2); /* outcome and attempts */
     json_decref(line);
     free(raw);
 }
@@ -323,7 +324,7 @@ static void test_mask_bounds(void **state)
 static void test_checkout_never_shows_secrets(void **state)
 {
     (void)state;
-    const jlog_validation v[] = {{"payment", "ok", 2.0, 200}};
+    const jlog_validation v[] = {{"payment", "ok", 2.0, 200, 1}};
     assert_int_equal(jlog_checkout("tok_visa", "4111111111111111", "accepted", 200, 3, v, 1), 0);
     assert_int_equal(
         jlog_checkout("req 4111-1111-1111-1111", "ord tok_visa", "accepted", 200, 3, v, 1), 0);
@@ -490,27 +491,27 @@ static void test_checkout_direct_matches_tree(void **state)
     for (size_t i = 0; i < sizeof nasty - 1; i++)
         nasty[i] = (char)(i + 1); /* every byte value but NUL: escapes, invalid UTF-8 */
     const jlog_validation three[] = {
-        {"address", "ok", 1.23, 200},
-        {"inventory", "rejected", 6.08, 409},
-        {"payment", "cancelled", 0, 0},
+        {"address", "ok", 1.23, 200, 1},
+        {"inventory", "rejected", 6.08, 409, 1},
+        {"payment", "cancelled", 0, 0, 1},
     };
     const jlog_validation odd[] = {
-        {NULL, NULL, -1.0, -5},
-        {"a\"b\n\x01", "tok_visa 4111111111111111", 1e20, 0},
-        {"\xff\xfe", "cancelled", NAN, 0},
-        {"caf\xc3\xa9", "ok", INFINITY, 200},
-        {"x", "ok", 0.04999, 2147483647},
-        {"y", "ok", 0.05, 1},
+        {NULL, NULL, -1.0, -5, 1},
+        {"a\"b\n\x01", "tok_visa 4111111111111111", 1e20, 0, 1},
+        {"\xff\xfe", "cancelled", NAN, 0, 1},
+        {"caf\xc3\xa9", "ok", INFINITY, 200, 1},
+        {"x", "ok", 0.04999, 2147483647, 1},
+        {"y", "ok", 0.05, 1, 1},
     };
-    const jlog_validation dup[] = {{"a", "ok", 1, 200}, {"a", "failed", 2, 500}};
+    const jlog_validation dup[] = {{"a", "ok", 1, 200, 1}, {"a", "failed", 2, 500, 1}};
     jlog_validation many[40], long_names[20];
     char names[40][8];
     for (size_t i = 0; i < 40; i++) {
         snprintf(names[i], sizeof names[i], "v%zu", i);
-        many[i] = (jlog_validation){names[i], "ok", (double)i * 1.37, 200};
+        many[i] = (jlog_validation){names[i], "ok", (double)i * 1.37, 200, 1};
     }
     for (size_t i = 0; i < 20; i++)
-        long_names[i] = (jlog_validation){accents + 2 * i, "ok", 1, 200}; /* line over 4 KiB */
+        long_names[i] = (jlog_validation){accents + 2 * i, "ok", 1, 200, 1}; /* line over 4 KiB */
 
     assert_same_as_tree("req-1", "ord-1001", "rejected", 422, 6.34, three, 3);
     assert_same_as_tree(NULL, NULL, "invalid_json", 400, 0.04, NULL, 0);
@@ -531,9 +532,9 @@ static void test_checkout_direct_matches_tree(void **state)
             }
             r[k][len] = '\0';
         }
-        jlog_validation v[3] = {{r[2], r[0], rand_r(&seed) % 100000 / 7.0, rand_r(&seed) % 600},
-                                {"b", r[1], 1, 0},
-                                {"c", "cancelled", 0, 0}};
+        jlog_validation v[3] = {{r[2], r[0], rand_r(&seed) % 100000 / 7.0, rand_r(&seed) % 600, 1},
+                                {"b", r[1], 1, 0, 1},
+                                {"c", "cancelled", 0, 0, 1}};
         assert_same_as_tree(r[0], r[1], r[2], rand_r(&seed) % 600, rand_r(&seed) / 3.0, v, 3);
     }
 }

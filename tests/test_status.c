@@ -177,6 +177,33 @@ static void test_resilience_placeholder(void **state)
     assert_string_equal(r.circuit, "closed");
 }
 
+/* With a breaker configured, /status shows its state (and the process's retries and hedges). */
+static void test_resilience_of_breaker(void **state)
+{
+    (void)state;
+    cfg c;
+    char err[256];
+    const char *json = "{\"validations\": [{\"name\": \"pay\", \"field\": \"f\", "
+                       "\"url\": \"http://h/\", \"breaker\": {\"consecutive_failures\": 1}}]}";
+    assert_int_equal(cfg_load_string(&c, json, NULL, NULL, err, sizeof err), 0);
+    const char *names[] = {"pay"};
+    mx *m = mx_new(names, 1);
+    assert_non_null(m);
+    static co_service s;
+    co_service_init(&s, &c, NULL, 0, m);
+    st_resilience r;
+    st_resilience_of(&s, 0, &r);
+    assert_string_equal(r.circuit, "closed");
+    assert_non_null(s.breaker[0]);
+    breaker_record(s.breaker[0], BREAKER_ADMIT, BREAKER_FAILURE, UINT64_MAX / 2); /* opens */
+    st_resilience_of(&s, 0, &r);
+    assert_string_equal(r.circuit, "open");
+    assert_int_equal(r.retries, 0);
+    breaker_destroy(s.breaker[0]);
+    mx_free(m);
+    cfg_free(&c);
+}
+
 static const char *env_trace_value;
 static const char *env_trace(const char *name)
 {
@@ -428,9 +455,9 @@ static void test_status_routes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_status_json_shape), cmocka_unit_test(test_resilience_placeholder),
-        cmocka_unit_test(test_trace_config),      cmocka_unit_test(test_trace_member),
-        cmocka_unit_test(test_status_routes),
+        cmocka_unit_test(test_status_json_shape),     cmocka_unit_test(test_resilience_placeholder),
+        cmocka_unit_test(test_resilience_of_breaker), cmocka_unit_test(test_trace_config),
+        cmocka_unit_test(test_trace_member),          cmocka_unit_test(test_status_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

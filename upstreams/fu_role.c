@@ -44,11 +44,12 @@ struct fu_role {
     unsigned long jitter_ms;
     unsigned long slow_ms;
     unsigned long max_body;
-    bool tls;          /* https */
-    bool require_cert; /* https with a client CA: the handshake requires a certificate */
-    uint64_t rng;      /* xorshift64 state: daemon thread only */
-    unsigned long seq; /* POSTs so far, numbers authorization ids: daemon thread only */
-    json_t *last;      /* the /_fake/last document: daemon thread only (and destroy, after stop) */
+    bool tls;                 /* https */
+    bool require_cert;        /* https with a client CA: the handshake requires a certificate */
+    uint64_t rng;             /* xorshift64 state: daemon thread only */
+    unsigned long seq;        /* POSTs so far, numbers authorization ids: daemon thread only */
+    uint64_t outage_until_ns; /* POST /_fake/outage?ms=N: 503 to every POST until then */
+    json_t *last; /* the /_fake/last document: daemon thread only (and destroy, after stop) */
     /* Idempotency-Key -> requests that carried it (daemon thread only), so that a test can tell
      * whether a checkout ran twice; at most FU_ROLE_KEYS_MAX keys, more are counted untracked. */
     json_t *keys;
@@ -169,6 +170,12 @@ static enum MHD_Result fu_role_send(fu_role *r, fu_req *q, struct MHD_Connection
     if (q->allow != NULL &&
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, q->allow) != MHD_YES)
         goto fail;
+    if (q->answer.retry_after_s > 0) {
+        char secs[24];
+        snprintf(secs, sizeof secs, "%u", q->answer.retry_after_s);
+        if (MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs) != MHD_YES)
+            goto fail;
+    }
     ret = MHD_queue_response(conn, q->answer.status, resp);
     if (ret != MHD_YES)
         goto fail;
@@ -302,9 +309,30 @@ static fu_status fu_role_too_large(const fu_role *r, fu_req *q)
     return fu_rules_error(413, "body_too_large", msg, &q->answer);
 }
 
-static fu_status fu_role_fake(fu_role *r, fu_req *q, const char *url, const char *method)
+/* POST /_fake/outage?ms=N (0..FU_OUTAGE_MAX_MS): every POST of this role answers 503 for N ms
+ * (0 ends an outage), so that a breaker can be opened by hand. */
+#define FU_OUTAGE_MAX_MS 3600000UL
+static fu_status fu_role_outage(fu_role *r, fu_req *q, struct MHD_Connection *conn)
+{
+    const char *ms = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "ms");
+    char *end = NULL;
+    unsigned long n = ms != NULL ? strtoul(ms, &end, 10) : 0;
+    if (ms == NULL || end == ms || *end != '\0' || n > FU_OUTAGE_MAX_MS)
+        return fu_rules_error(400, "bad_request", "use /_fake/outage?ms=0..3600000", &q->answer);
+    r->outage_until_ns = fu_timer_now_ns() + (uint64_t)n * FU_NS_PER_MS;
+    return fu_rules_json(
+        200,
+        json_pack("{s:s,s:I}", "role", fu_rules_role_name(r->kind), "outage_ms", (json_int_t)n),
+        &q->answer);
+}
+
+static fu_status fu_role_fake(fu_role *r, fu_req *q, struct MHD_Connection *conn, const char *url,
+                              const char *method)
 {
     json_t *doc;
+
+    if (strcmp(url, "/_fake/outage") == 0 && strcmp(method, MHD_HTTP_METHOD_POST) == 0)
+        return fu_role_outage(r, q, conn);
 
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
         q->allow = "GET, HEAD";
@@ -338,6 +366,15 @@ static fu_status fu_role_fake(fu_role *r, fu_req *q, const char *url, const char
                           &q->answer);
 }
 
+/* The request's X-Checkout-Attempt, 0 when absent or not a number. */
+static unsigned long fu_role_attempt(struct MHD_Connection *conn)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Checkout-Attempt");
+    char *end = NULL;
+    unsigned long n = v != NULL ? strtoul(v, &end, 10) : 0;
+    return v != NULL && end != v && *end == '\0' ? n : 0;
+}
+
 /* The answer's delay in ms: latency + uniform 0..jitter (+ slow for tok_slow). */
 static uint64_t fu_role_delay_ms(fu_role *r, const fu_req *q)
 {
@@ -358,7 +395,7 @@ static enum MHD_Result fu_role_finish(fu_role *r, fu_req *q, struct MHD_Connecti
     uint64_t delay_ms;
 
     if (q->is_fake) {
-        st = fu_role_fake(r, q, url, method);
+        st = fu_role_fake(r, q, conn, url, method);
         return st == FU_OK ? fu_role_send(r, q, conn) : MHD_NO;
     }
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
@@ -369,8 +406,12 @@ static enum MHD_Result fu_role_finish(fu_role *r, fu_req *q, struct MHD_Connecti
         st = fu_role_record_last(r, q, conn, url);
         if (st == FU_OK && q->too_large)
             st = fu_role_too_large(r, q);
+        else if (st == FU_OK && fu_timer_now_ns() < r->outage_until_ns)
+            st = fu_rules_error(503, "outage", "the role is in an outage (/_fake/outage)",
+                                &q->answer);
         else if (st == FU_OK)
-            st = fu_rules_decide(r->kind, q->buf != NULL ? q->buf : "", q->len, r->seq, &q->answer);
+            st = fu_rules_decide(r->kind, q->buf != NULL ? q->buf : "", q->len, r->seq,
+                                 fu_role_attempt(conn), &q->answer);
     }
     if (st != FU_OK)
         return MHD_NO; /* out of memory: drop the connection */

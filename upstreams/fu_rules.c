@@ -122,9 +122,38 @@ static fu_status fu_rules_inventory(const json_t *v, const char *field, fu_rules
         200, json_pack("{s:b,s:I}", "reserved", 1, "items", (json_int_t)json_array_size(v)), out);
 }
 
-static fu_status fu_rules_payment(const json_t *v, const char *field, unsigned long seq,
-                                  fu_rules_answer *out)
+/* The v1.2 rules that depend on the attempt (see fu_rules.h); 1 when one answered. */
+static int fu_rules_attempt_rule(const char *token, unsigned long attempt, fu_rules_answer *out,
+                                 fu_status *st)
 {
+    unsigned long fails = 0;
+    if (attempt == 0)
+        attempt = 1;
+    if (strcmp(token, "tok_hedge") == 0) {
+        out->slow = attempt == 1;
+        return 0; /* the usual 200, only later on the first attempt */
+    }
+    if (strcmp(token, "tok_retry_after") == 0 && attempt == 1) {
+        *st = fu_rules_json(503, json_pack("{s:s}", "error", "unavailable"), out);
+        out->retry_after_s = 1;
+        return 1;
+    }
+    if (strncmp(token, "tok_flaky", 9) != 0)
+        return 0;
+    if (token[9] == '\0')
+        fails = 1;
+    else if (token[9] >= '1' && token[9] <= '9' && token[10] == '\0')
+        fails = (unsigned long)(token[9] - '0');
+    if (fails == 0 || attempt > fails)
+        return 0;
+    *st = fu_rules_json(503, json_pack("{s:s}", "error", "unavailable"), out);
+    return 1;
+}
+
+static fu_status fu_rules_payment(const json_t *v, const char *field, unsigned long seq,
+                                  unsigned long attempt, fu_rules_answer *out)
+{
+    fu_status st = FU_OK;
     char msg[FU_RULES_MSG_MAX];
     char auth_id[48];
     const char *token;
@@ -150,7 +179,9 @@ static fu_status fu_rules_payment(const json_t *v, const char *field, unsigned l
         out->content_type = fu_rules_text_type;
         return FU_OK;
     }
-    out->slow = token != NULL && strcmp(token, "tok_slow") == 0;
+    if (token != NULL && fu_rules_attempt_rule(token, attempt, out, &st))
+        return st;
+    out->slow = out->slow || (token != NULL && strcmp(token, "tok_slow") == 0);
     snprintf(auth_id, sizeof(auth_id), "auth-%06lu", seq);
     return fu_rules_json(200, json_pack("{s:b,s:s}", "authorized", 1, "authorization_id", auth_id),
                          out);
@@ -158,7 +189,7 @@ static fu_status fu_rules_payment(const json_t *v, const char *field, unsigned l
 
 /* Picks the rule for a parsed body (doc NULL: not JSON, jerr says why). Fills out; no cleanup. */
 static fu_status fu_rules_dispatch(fu_rules_role role, json_t *doc, const json_error_t *jerr,
-                                   unsigned long seq, fu_rules_answer *out)
+                                   unsigned long seq, unsigned long attempt, fu_rules_answer *out)
 {
     char msg[FU_RULES_MSG_MAX];
     const char *order_id;
@@ -192,13 +223,13 @@ static fu_status fu_rules_dispatch(fu_rules_role role, json_t *doc, const json_e
         case FU_RULES_NROLES:
             break;
         }
-        return fu_rules_payment(val, key, seq, out);
+        return fu_rules_payment(val, key, seq, attempt, out);
     }
     return fu_rules_error(400, "bad_request", "no field besides order_id", out);
 }
 
 fu_status fu_rules_decide(fu_rules_role role, const char *body, size_t len, unsigned long seq,
-                          fu_rules_answer *out)
+                          unsigned long attempt, fu_rules_answer *out)
 {
     fu_status st = FU_OK;
     json_error_t jerr;
@@ -206,7 +237,7 @@ fu_status fu_rules_decide(fu_rules_role role, const char *body, size_t len, unsi
 
     memset(out, 0, sizeof(*out));
     doc = json_loadb(body, len, 0, &jerr);
-    st = fu_rules_dispatch(role, doc, &jerr, seq, out);
+    st = fu_rules_dispatch(role, doc, &jerr, seq, attempt, out);
     if (st != FU_OK)
         goto fail;
     json_decref(doc);

@@ -7,7 +7,13 @@
  *   inventory: value an array; an item whose sku starts with "OOS-" -> 409 out_of_stock
  *   payment:   value an object; token tok_declined -> 402, tok_error -> 500, tok_garbage -> 200
  * text, tok_slow -> 200 after the slow delay otherwise 200 with a small JSON object. Not JSON / not
- * an object / no field / a value of the wrong type -> 400 bad_request. */
+ * an object / no field / a value of the wrong type -> 400 bad_request.
+ * v1.2, by the request's X-Checkout-Attempt (attempt; 0 or absent counts as 1), so that retries
+ * and hedges can be shown by hand without state per order:
+ *   tok_flaky       attempt 1 -> 503 {"error":"unavailable"}, later attempts -> the usual 200
+ *   tok_flakyN      (N 1..9) attempts 1..N -> 503, then 200
+ *   tok_retry_after attempt 1 -> 503 with Retry-After: 1, then 200
+ *   tok_hedge       attempt 1 -> 200 after the slow delay, later attempts -> 200 at once */
 #ifndef FU_RULES_H
 #define FU_RULES_H
 
@@ -31,6 +37,7 @@ typedef struct fu_rules_answer {
     size_t body_len;
     const char *content_type; /* static string */
     bool slow;                /* tok_slow: add the slow delay before answering */
+    unsigned retry_after_s;   /* > 0: send Retry-After with this many seconds */
     char *order_id;           /* malloc'd copy of the body's order_id string, or NULL */
 } fu_rules_answer;
 
@@ -38,10 +45,11 @@ typedef struct fu_rules_answer {
 const char *fu_rules_role_name(fu_rules_role role);
 
 /* Decides the answer to a POST body of len bytes (need not be NUL-terminated). seq numbers the
- * authorization ids. On FU_OK *out owns its strings (fu_rules_answer_free); on FU_ENOMEM *out
- * is empty. O(body size) for parsing plus O(items) for inventory. */
+ * authorization ids; attempt is the request's X-Checkout-Attempt (0: absent). On FU_OK *out owns
+ * its strings (fu_rules_answer_free); on FU_ENOMEM *out is empty. O(body size) for parsing plus
+ * O(items) for inventory. */
 fu_status fu_rules_decide(fu_rules_role role, const char *body, size_t len, unsigned long seq,
-                          fu_rules_answer *out);
+                          unsigned long attempt, fu_rules_answer *out);
 
 /* An answer with a fixed JSON error body, e.g. 413 {"error":"body_too_large",...}. */
 fu_status fu_rules_error(unsigned int status, const char *error, const char *message,

@@ -20,6 +20,7 @@
 #define STUB_DEFAULT_BIG  2097152L
 #define STUB_MAX_DELAY    600000L
 #define STUB_POLL_STEP_MS 10
+#define STUB_HISTORY      64
 
 struct stub {
     struct MHD_Daemon *d;
@@ -31,6 +32,10 @@ struct stub {
     char *last_hdrs; /* "name\0value\0" pairs, last_hdrs_len bytes */
     size_t last_hdrs_len;
     char *last_body;
+    /* the headers of every recorded request, in order (the first STUB_HISTORY) */
+    char *hist[STUB_HISTORY];
+    size_t hist_len[STUB_HISTORY];
+    unsigned nhist;
 };
 
 /* Per request, from the first handler call to MHD's completion notice. */
@@ -107,6 +112,13 @@ static void record_request(stub *s, struct MHD_Connection *conn, const req *rq)
     if (h.oom)
         goto fail;
     pthread_mutex_lock(&s->mu);
+    if (s->nhist < STUB_HISTORY) {
+        s->hist[s->nhist] = malloc(h.len + 1);
+        if (s->hist[s->nhist] != NULL) {
+            memcpy(s->hist[s->nhist], h.data, h.len);
+            s->hist_len[s->nhist++] = h.len;
+        }
+    }
     free(s->last_hdrs);
     free(s->last_body);
     s->last_hdrs = h.data;
@@ -237,7 +249,7 @@ fail:
 }
 
 static enum MHD_Result queue(stub *s, struct MHD_Connection *conn, unsigned status, char *body,
-                             size_t len)
+                             size_t len, long retry_after)
 {
     struct MHD_Response *resp;
     enum MHD_Result rc;
@@ -255,6 +267,11 @@ static enum MHD_Result queue(stub *s, struct MHD_Connection *conn, unsigned stat
     if (resp == NULL)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (retry_after >= 0) {
+        char secs[24];
+        snprintf(secs, sizeof secs, "%ld", retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+    }
     rc = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     if (rc == MHD_YES)
@@ -270,7 +287,7 @@ static enum MHD_Result bad_arg(stub *s, struct MHD_Connection *conn, const char 
 
     if (body == NULL)
         return MHD_NO;
-    return queue(s, conn, MHD_HTTP_BAD_REQUEST, body, strlen(body));
+    return queue(s, conn, MHD_HTTP_BAD_REQUEST, body, strlen(body), -1);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -279,7 +296,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     stub *s = cls;
     req *rq = *con_cls;
-    long status, delay_ms, big_bytes;
+    long status, delay_ms, big_bytes, upto, retry_after;
     const char *kind;
     char *body;
     size_t len = 0;
@@ -319,6 +336,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return bad_arg(s, conn, "delay_ms");
     if (arg_long(conn, "big_bytes", STUB_DEFAULT_BIG, 2, STUB_MAX_BIG, &big_bytes) != 0)
         return bad_arg(s, conn, "big_bytes");
+    if (arg_long(conn, "upto_attempt", 0, 0, 1000, &upto) != 0)
+        return bad_arg(s, conn, "upto_attempt");
+    if (arg_long(conn, "retry_after", -1, 0, 86400, &retry_after) != 0)
+        return bad_arg(s, conn, "retry_after");
+    if (upto > 0) {
+        const char *a = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Checkout-Attempt");
+        if (a != NULL && atol(a) > upto) { /* a later attempt: the plain 200 at once */
+            status = 200;
+            delay_ms = 0;
+            retry_after = -1;
+        }
+    }
     kind = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "body");
     if (kind == NULL)
         kind = "json";
@@ -332,7 +361,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     body = make_body(url, status, kind, big_bytes, &len);
     if (body == NULL)
         return MHD_NO;
-    return queue(s, conn, (unsigned)status, body, len);
+    return queue(s, conn, (unsigned)status, body, len, retry_after);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -396,6 +425,8 @@ void stub_stop(stub *s)
     MHD_stop_daemon(s->d);
     free(s->last_hdrs);
     free(s->last_body);
+    for (unsigned i = 0; i < s->nhist; i++)
+        free(s->hist[i]);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -428,6 +459,42 @@ int stub_wait_closed_early(stub *s, unsigned n, int timeout_ms)
             return -1;
         nanosleep(&step, NULL);
     }
+}
+
+/* The value of name in the "name\0value\0" pairs of len bytes at h into out; 0 / -1. */
+static int find_header(const char *h, size_t len, const char *name, char *out, size_t cap)
+{
+    for (size_t off = 0; off < len;) {
+        const char *key = h + off;
+        const char *value = key + strlen(key) + 1;
+        off = (size_t)(value - h) + strlen(value) + 1;
+        if (strcasecmp(key, name) == 0) {
+            if (cap > 0)
+                snprintf(out, cap, "%s", value);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+unsigned stub_recorded(stub *s)
+{
+    pthread_mutex_lock(&s->mu);
+    unsigned n = s->nhist;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+int stub_header_of(stub *s, unsigned i, const char *name, char *out, size_t cap)
+{
+    int found = -1;
+    if (cap > 0)
+        out[0] = '\0';
+    pthread_mutex_lock(&s->mu);
+    if (i < s->nhist)
+        found = find_header(s->hist[i], s->hist_len[i], name, out, cap);
+    pthread_mutex_unlock(&s->mu);
+    return found;
 }
 
 int stub_last_header(stub *s, const char *name, char *out, size_t cap)

@@ -8,6 +8,9 @@
  *   body=json    (default) {"ok":true,"path":"/x"} for 2xx, {"error":"stub_error","status":N} else
  *        garbage `not json at all` | array `[1,2,3]` | empty (no bytes)
  *        big     big_bytes=N (default 2097152, >= 2) bytes of one JSON string "aaa...a"
+ *   upto_attempt=N  (default 0: every request) the arguments above apply only to requests whose
+ *                X-Checkout-Attempt is at most N; a later attempt gets the plain 200 at once
+ *   retry_after=S  send Retry-After: S with the answer
  * e.g. http://127.0.0.1:PORT/x?status=409&delay_ms=200. A bad argument gets a 400
  * {"error":"stub_bad_arg","arg":"..."}. Every answer has Content-Type: application/json.
  * Counters: requests (seen), answered (answer queued), closed_early. The last request whose body
@@ -39,6 +42,10 @@ int stub_wait_closed_early(stub *s, unsigned n, int timeout_ms);
  * truncated to cap, into out. 0 found, -1 not found or no request yet. */
 int stub_last_header(stub *s, const char *name, char *out, size_t cap);
 
+/* Requests recorded so far (the first 64 are kept), and the value of header name of the i-th
+ * (0-based, in the order their bodies were complete): 0 found, -1 not. */
+unsigned stub_recorded(stub *s);
+int stub_header_of(stub *s, unsigned i, const char *name, char *out, size_t cap);
 /* A malloc'd, NUL-terminated copy of the last recorded request's body (the caller frees it), or
  * NULL when no request was recorded yet or memory ran out. */
 char *stub_last_body(stub *s);
