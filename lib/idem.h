@@ -54,13 +54,22 @@ typedef void (*idem_claim_fn)(idem_claim *claim, void *arg);
  * Called from loop threads. */
 typedef void (*idem_log_fn)(const char *event, const char *detail);
 
+/* What /status shows of a store. */
+typedef struct idem_status {
+    const char *state; /* "up"; redis: "down" when no worker's connection is up, "degraded" when
+                          some are */
+    long entries;      /* memory: entries held now; -1: not known (redis) */
+    long bytes;        /* memory: bytes held now; -1: not known */
+} idem_status;
+
 typedef struct idem_store idem_store;
 typedef struct idem_ops {
     void (*claim)(idem_store *s, idem_claim *c, idem_claim_fn done, void *arg);
     void (*finish)(idem_store *s, const idem_claim *c, int status, const char *body, size_t len);
     void (*release)(idem_store *s, const idem_claim *c);
     void (*free)(idem_store *s);
-    const char *name; /* "memory", "redis" */
+    void (*status)(idem_store *s, idem_status *out); /* any thread; a short lock at most */
+    const char *name;                                /* "memory", "redis" */
 } idem_ops;
 struct idem_store {
     const idem_ops *ops;
@@ -78,6 +87,10 @@ static inline void idem_finish(idem_store *s, const idem_claim *c, int status, c
 static inline void idem_release(idem_store *s, const idem_claim *c)
 {
     s->ops->release(s, c);
+}
+static inline void idem_get_status(idem_store *s, idem_status *out)
+{
+    s->ops->status(s, out);
 }
 /* After every loop that used it has stopped. NULL is fine. */
 void idem_free(idem_store *s);

@@ -309,7 +309,17 @@ static void mem_free(idem_store *s)
     free(m);
 }
 
-static const idem_ops mem_ops = {mem_claim, mem_finish, mem_release, mem_free, "memory"};
+static void mem_status(idem_store *s, idem_status *out)
+{
+    size_t entries, bytes;
+    idem_mem_usage(s, &entries, &bytes);
+    out->state = "up";
+    out->entries = (long)entries;
+    out->bytes = (long)bytes;
+}
+
+static const idem_ops mem_ops = {mem_claim, mem_finish, mem_release,
+                                 mem_free,  mem_status, "memory"};
 
 idem_store *idem_mem_new(long max_keys, size_t max_bytes, long claim_ms, long ttl_ms,
                          idem_log_fn log)

@@ -29,6 +29,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,7 @@ struct rd_store {
     int port, db;
     long timeout_ms, claim_ms, ttl_ms;
     idem_log_fn log;
+    atomic_long up; /* connections up now, for /status (read on any thread) */
 };
 
 typedef struct rd_op {
@@ -112,6 +114,8 @@ static void rd_retry_fired(tg_timer *t, void *arg)
 static void rd_down(rd_conn *c, const char *why)
 {
     c->ac = NULL;
+    if (c->state == RD_UP)
+        atomic_fetch_sub(&c->store->up, 1);
     c->state = RD_DOWN;
     c->want = 0;
     if (c->closing)
@@ -132,6 +136,7 @@ static void rd_on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     c->state = RD_UP;
+    atomic_fetch_add(&c->store->up, 1);
     c->backoff_ms = RD_BACKOFF_MIN;
     if (c->down_logged) {
         c->down_logged = 0;
@@ -494,7 +499,16 @@ static void rd_free(idem_store *st)
     free(s);
 }
 
-static const idem_ops rd_ops = {rd_claim, rd_finish, rd_release, rd_free, "redis"};
+static void rd_status(idem_store *base, idem_status *out)
+{
+    rd_store *s = (rd_store *)base;
+    long up = atomic_load(&s->up);
+    out->state = up <= 0 ? "down" : (size_t)up < s->nconns ? "degraded" : "up";
+    out->entries = -1;
+    out->bytes = -1;
+}
+
+static const idem_ops rd_ops = {rd_claim, rd_finish, rd_release, rd_free, rd_status, "redis"};
 
 idem_store *idem_redis_new(const char *host, int port, int db, long timeout_ms, long claim_ms,
                            long ttl_ms, tg_loop *const *loops, size_t nloops, idem_log_fn log,

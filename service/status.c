@@ -154,6 +154,21 @@ static const char *health(int draining, int failing, int degraded)
     return failing ? "failing" : degraded ? "degraded" : "ok";
 }
 
+/* The idempotency store's state, or NULL (JSON: absent) when there is none ("off"). */
+static json_t *idempotency(const co_service *s)
+{
+    idem_status st;
+    if (s->idem == NULL)
+        return NULL;
+    idem_get_status(s->idem, &st);
+    json_t *o = json_pack("{s:s, s:s}", "store", s->idem->ops->name, "state", st.state);
+    if (o != NULL && st.entries >= 0)
+        json_object_set_new(o, "entries", json_integer(st.entries));
+    if (o != NULL && st.bytes >= 0)
+        json_object_set_new(o, "bytes", json_integer(st.bytes));
+    return o;
+}
+
 static json_t *build(const co_service *s, int draining, win_totals *const *per_sec,
                      const win_totals *t5, const win_totals *t10, const win_totals *t60)
 {
@@ -171,12 +186,19 @@ static json_t *build(const co_service *s, int draining, win_totals *const *per_s
             json_array_append_new(list, json_integer((json_int_t)per_sec[j]->outcomes[k]));
         json_object_set_new(series, outcome_names[k], list);
     }
-    return json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:i, s:{s:o, s:o, s:o}, s:o}", "version",
-                     CHECKOUTD_VERSION, "health", health(draining, failing, degraded), "uptime_s",
-                     real3(round(uptime_s(s) * 10) / 10), "workers", (json_int_t)s->nloops,
-                     "inflight", (json_int_t)atomic_load(&s->inflight), "trace", s->cfg->trace,
-                     "window_s", ST_SPAN, "checkouts", "per_s_10s", rates(t10, ST_SHORT),
-                     "per_s_60s", rates(t60, ST_SPAN), "series", series, "validations", vals);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:i, s:{s:o, s:o, s:o}, s:o}", "version",
+                  CHECKOUTD_VERSION, "health", health(draining, failing, degraded), "uptime_s",
+                  real3(round(uptime_s(s) * 10) / 10), "workers", (json_int_t)s->nloops, "inflight",
+                  (json_int_t)atomic_load(&s->inflight), "trace", s->cfg->trace, "window_s",
+                  ST_SPAN, "checkouts", "per_s_10s", rates(t10, ST_SHORT), "per_s_60s",
+                  rates(t60, ST_SPAN), "series", series, "validations", vals);
+    json_t *idem = idempotency(s);
+    if (doc != NULL && idem != NULL)
+        json_object_set_new(doc, "idempotency", idem);
+    else
+        json_decref(idem);
+    return doc;
 }
 
 /* Zeroed totals for n validations (the windows keep one series per validation). */

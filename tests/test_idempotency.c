@@ -479,6 +479,19 @@ static void test_redis_two_instances(void **state)
 /* Redis stopped: keyed checkouts get 503 idempotency_unavailable (Retry-After: 1) within
  * timeout_ms plus a little and nothing goes upstream; unkeyed ones still run; /readyz stays 200.
  * Redis back on the same port: keyed checkouts work again, checkoutd not restarted. */
+/* /status.json's idempotency.state ("up", "down", "degraded"), into out[16]. */
+static void store_state(int port, char out[16])
+{
+    char url[64];
+    http_reply r;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/status.json", port);
+    assert_int_equal(http_request("GET", url, NULL, NULL, 0, 5000, &r), 0);
+    json_t *idem = json_object_get(r.json, "idempotency");
+    assert_string_equal(json_string_value(json_object_get(idem, "store")), "redis");
+    snprintf(out, 16, "%s", json_string_value(json_object_get(idem, "state")));
+    http_reply_free(&r);
+}
+
 static void test_redis_down_and_back(void **state)
 {
     redis rs;
@@ -492,6 +505,9 @@ static void test_redis_down_and_back(void **state)
     post(w.port, "before-outage", NULL, visa, &r);
     assert_int_equal(r.status, 200);
     http_reply_free(&r);
+    char st[16];
+    store_state(w.port, st);
+    assert_string_equal(st, "up");
 
     redis_stop(&rs);
     long calls = payments(&w);
@@ -506,6 +522,8 @@ static void test_redis_down_and_back(void **state)
         http_reply_free(&r);
     }
     assert_int_equal(payments(&w), calls);
+    store_state(w.port, st); /* every worker's connection is down: each keyed checkout failed */
+    assert_string_equal(st, "down");
     post(w.port, NULL, NULL, visa, &r);
     assert_int_equal(r.status, 200);
     http_reply_free(&r);
@@ -528,6 +546,11 @@ static void test_redis_down_and_back(void **state)
     }
     assert_int_equal(status, 200);
     assert_true(metric(w.port, "checkoutd_idempotency_total{result=\"unavailable\"} ") >= 5);
+    until = proc_now_ms() + 10000; /* every worker reconnects by itself (backoff up to 1 s) */
+    do {
+        store_state(w.port, st);
+    } while (strcmp(st, "up") != 0 && proc_now_ms() < until && usleep(100 * 1000) == 0);
+    assert_string_equal(st, "up");
     world_stop(&w);
     redis_stop(&rs);
 }

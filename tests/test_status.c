@@ -443,6 +443,11 @@ static void test_status_routes(void **state)
             assert_true(json_number_value(json_object_get(addr, "p99_ms")) > 0);
             assert_int_equal(json_integer_value(json_object_get(r.json, "inflight")), 0);
             assert_true(json_integer_value(json_object_get(r.json, "workers")) >= 1);
+            /* the default store is the embedded one; 5 checkouts without a key stored nothing */
+            json_t *idem = json_object_get(r.json, "idempotency");
+            assert_string_equal(json_string_value(json_object_get(idem, "store")), "memory");
+            assert_string_equal(json_string_value(json_object_get(idem, "state")), "up");
+            assert_int_equal(json_integer_value(json_object_get(idem, "entries")), 0);
         }
         http_reply_free(&r);
         if (requests < 5)
