@@ -9,7 +9,7 @@ until it was answered), else 0. The body of sample N is SAMPLE_DIR/N.body.
 Every sample, parsed with json: curl got an answer (rc 0); the status is 200, 422, 502 or 504; the
 body is a JSON object with the sent order_id; a 200 is "accepted" with results naming every
 validation exactly once, and only for the accepted kind; an error group has status rejected (422)
-or failed, completed and cancelled lists, every error with its six fields, each validation exactly
+or failed, completed and cancelled lists, every error with its seven fields (attempts: requests sent, >= 1 here), each validation exactly
 once across errors, completed and cancelled, "N of M validations failed" matching, the status that
 the error kinds give (any rejected -> 422, else any timeout -> 504, else 502), and rejections only
 where the kind asks for one, and a payment error of a kind that its token or an outage can give. STRICT samples must also be exactly the answer that the fake upstreams'
@@ -21,7 +21,7 @@ Prints one line per failed sample, then "@@samples total=N strict=N bad=N"; exit
 import json
 import sys
 
-ERROR_KEYS = {"validation", "kind", "http_status", "message", "upstream", "elapsed_ms"}
+ERROR_KEYS = {"validation", "kind", "http_status", "message", "upstream", "elapsed_ms", "attempts"}
 KINDS = {"rejected", "upstream_error", "invalid_response", "transport", "timeout"}
 REJECTS = {"oos": ("inventory", 409), "zz": ("address", 422)}
 # The payment error kinds each token can give (transport/timeout: the fake upstreams are down).
@@ -79,6 +79,8 @@ def check(kind, code, body, names, strict):
             return f"error fields {sorted(e) if isinstance(e, dict) else e!r}"
         if e["kind"] not in KINDS:
             return f"error kind {e['kind']!r}"
+        if not isinstance(e["attempts"], int) or e["attempts"] < 1:
+            return f"attempts {e['attempts']!r} (no breaker or retry in the soak: one request each)"
         if e["kind"] in ("rejected", "upstream_error") and not isinstance(e["http_status"], int):
             return f"{e['kind']} without http_status"
     seen = [e["validation"] for e in errs] + comp + canc
