@@ -95,6 +95,16 @@ typedef struct cfg_tls {
     char *key_file;
 } cfg_tls;
 
+/* compensate (v1.2, "Compensation"): the undo step of a validation that may have taken effect in a
+ * checkout that failed. url NULL: none configured. */
+typedef struct cfg_compensate {
+    char *url;           /* same scheme as the validation's url */
+    long timeout_ms;     /* 1..600000 [1000], per undo request */
+    long attempts;       /* 1..20 [5] undo requests at most */
+    long backoff_ms;     /* 1..60000 [200] */
+    long max_backoff_ms; /* backoff_ms..600000 [max(5000, backoff_ms)] */
+} cfg_compensate;
+
 typedef struct cfg_validation {
     char name[CFG_NAME_MAX + 1]; /* [a-z0-9_]{1,32} */
     char *field;                 /* non-empty */
@@ -114,6 +124,7 @@ typedef struct cfg_validation {
     long breaker_failures; /* "breaker.consecutive_failures" 1..1000 (required); 0: no breaker */
     long breaker_open_ms;  /* "breaker.open_ms" 100..600000 [5000] */
     long hedge_after_ms;   /* "hedge.after_ms" 1..600000 (required); 0: no hedge */
+    cfg_compensate compensate; /* compensate.url NULL: no undo step */
 } cfg_validation;
 
 /* idempotency (contract "Idempotency-Key"), all optional:

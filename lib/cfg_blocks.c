@@ -13,6 +13,7 @@ const cfg_val_block cfg_val_blocks[] = {
     {"retry", cfg_policy_retry, NULL},               /* cfg_policy.c */
     {"breaker", cfg_policy_breaker, NULL},           /* cfg_policy.c */
     {"hedge", cfg_policy_hedge, NULL},               /* cfg_policy.c */
+    {"compensate", cfg_comp_load, cfg_comp_free},    /* cfg_comp.c, after headers/tls */
     {NULL, NULL, NULL},
 };
 

@@ -102,6 +102,10 @@ int cfg_policy_breaker(const cfg_loader *ld, size_t i, const json_t *entry, cons
                        cfg_validation *out);
 int cfg_policy_hedge(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
                      cfg_validation *out);
+/* The blocks' parsers, each in its own lib/cfg_<area>.c. */
+int cfg_comp_load(const cfg_loader *ld, size_t i, const json_t *entry, const json_t *value,
+                  cfg_validation *out); /* cfg_comp.c: "compensate" */
+void cfg_comp_free(cfg_validation *out);
 
 /* The parsers of the blocks (one lib/cfg_<area>.c each). */
 int cfg_idem_load(const cfg_loader *ld, const json_t *value, cfg *out);
