@@ -41,13 +41,13 @@ static char *put(char *p, const char *s, size_t n)
     return p + n;
 }
 
-char *comp_body(const char *id_json, const char *name, const char *key_json, size_t key_len,
-                const char *value_json, size_t value_len, const char *result_json,
+char *comp_body(const char *id_json, size_t id_len, const char *name, const char *key_json,
+                size_t key_len, const char *value_json, size_t value_len, const char *result_json,
                 size_t result_len, size_t *len)
 {
     static const char head[] = "{\"order_id\":", mid[] = ",\"validation\":\"", tail[] = "\",",
                       res[] = ",\"result\":", null[] = "null";
-    size_t id_len = strlen(id_json), name_len = strlen(name);
+    size_t name_len = strlen(name);
     if (result_json == NULL) {
         result_json = null;
         result_len = sizeof null - 1;

@@ -22,11 +22,12 @@ int comp_needed(const tg_result *r, int sent);
 int comp_done_status(long http_status);
 
 /* The undo body {"order_id":<id_json>,"validation":"<name>",<key_json>:<value_json>,
- * "result":<result_json or null>} from raw JSON texts (each already valid JSON: the order id and
- * the field as the client sent them, the upstream's success body as it came). malloc'd, *len set;
- * NULL when out of memory. O(total length), one allocation. */
-char *comp_body(const char *id_json, const char *name, const char *key_json, size_t key_len,
-                const char *value_json, size_t value_len, const char *result_json,
+ * "result":<result_json or null>} from raw JSON texts of the given lengths (each already valid
+ * JSON: the order id and the field as the client sent them, the upstream's success body as it
+ * came). malloc'd and NUL-terminated, *len set; NULL when out of memory. O(total length), one
+ * allocation. */
+char *comp_body(const char *id_json, size_t id_len, const char *name, const char *key_json,
+                size_t key_len, const char *value_json, size_t value_len, const char *result_json,
                 size_t result_len, size_t *len);
 
 /* The undo request's Idempotency-Key value "<key>:compensate:<name>" into out[cap]: <key> is the

@@ -207,17 +207,18 @@ static void choose_status(const tg_group *g, eg_answer *out)
 /* The answer; with use_raw, upstream bodies are spliced in as they came. 0, -1 when out of
  * memory, 1 when a placeholder was imitated (try again without use_raw). */
 static int build(const tg_group *g, const char *const names[], const char *order_id,
-                 double elapsed_ms, int use_raw, eg_answer *out)
+                 double elapsed_ms, uint64_t compensating, int use_raw, eg_answer *out)
 {
     json_t *root = json_object();
     json_t *results = json_object(), *completed = json_array(), *cancelled = json_array();
-    json_t *errors = json_array();
+    json_t *errors = json_array(), *comp = json_array();
     raw_slot slots[TG_MAX_CALLS];
     char *text = NULL;
     int rc = -1;
     memset(out, 0, sizeof(*out));
     memset(slots, 0, sizeof(slots));
-    if (root == NULL || results == NULL || completed == NULL || cancelled == NULL || errors == NULL)
+    if (root == NULL || results == NULL || completed == NULL || cancelled == NULL ||
+        errors == NULL || comp == NULL)
         goto fail;
 
     choose_status(g, out);
@@ -233,6 +234,8 @@ static int build(const tg_group *g, const char *const names[], const char *order
         } else if (r->state == TG_CANCELLED) {
             json_array_append_new(cancelled, json_string(names[i]));
         }
+        if (i < 64 && (compensating >> i & 1u))
+            json_array_append_new(comp, json_string(names[i]));
     }
     if (add_errors(errors, g, names, use_raw ? slots : NULL) != 0)
         goto fail;
@@ -249,6 +252,7 @@ static int build(const tg_group *g, const char *const names[], const char *order
                             json_pack("{s:s, s:O}", "message", msg, "errors", errors));
         json_object_set(root, "completed", completed);
         json_object_set(root, "cancelled", cancelled);
+        json_object_set(root, "compensating", comp);
     }
     json_object_set_new(root, "elapsed_ms", eg_ms(elapsed_ms));
 
@@ -274,6 +278,7 @@ fail:
     json_decref(completed);
     json_decref(cancelled);
     json_decref(errors);
+    json_decref(comp);
     return rc;
 }
 
@@ -339,22 +344,34 @@ static int accepted_direct(const tg_group *g, const char *const names[], const c
     return 0;
 }
 
+static int build_tree(const tg_group *g, const char *const names[], const char *order_id,
+                      double elapsed_ms, uint64_t compensating, eg_answer *out)
+{
+    int rc = build(g, names, order_id, elapsed_ms, compensating, 1, out);
+    if (rc == 1)
+        rc = build(g, names, order_id, elapsed_ms, compensating, 0, out);
+    return rc;
+}
+
 int eg_build_tree(const tg_group *g, const char *const names[], const char *order_id,
                   double elapsed_ms, eg_answer *out)
 {
-    int rc = build(g, names, order_id, elapsed_ms, 1, out);
-    if (rc == 1)
-        rc = build(g, names, order_id, elapsed_ms, 0, out);
-    return rc;
+    return build_tree(g, names, order_id, elapsed_ms, 0, out);
 }
 
 int eg_build(const tg_group *g, const char *const names[], const char *order_id, double elapsed_ms,
              eg_answer *out)
+{
+    return eg_build_comp(g, names, order_id, elapsed_ms, 0, out);
+}
+
+int eg_build_comp(const tg_group *g, const char *const names[], const char *order_id,
+                  double elapsed_ms, uint64_t compensating, eg_answer *out)
 {
     if (tg_group_failures(g) == 0 && direct_possible(g, names, order_id, elapsed_ms)) {
         int rc = accepted_direct(g, names, order_id, elapsed_ms, out);
         if (rc != 1)
             return rc;
     }
-    return eg_build_tree(g, names, order_id, elapsed_ms, out);
+    return build_tree(g, names, order_id, elapsed_ms, compensating, out);
 }

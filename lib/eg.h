@@ -10,6 +10,8 @@
 
 #include "tg.h"
 
+#include <stdint.h>
+
 typedef struct eg_answer {
     int http_status;    /* 200, 422, 502 or 504 */
     const char *status; /* "accepted", "rejected" or "failed" (static) */
@@ -20,6 +22,12 @@ typedef struct eg_answer {
 /* names[i] names call i. elapsed_ms is the whole checkout's. 0, or -1 when out of memory. */
 int eg_build(const tg_group *g, const char *const names[], const char *order_id, double elapsed_ms,
              eg_answer *out);
+
+/* The same with v1.2's "compensating": bit i of compensating set names call i in the error
+ * group's "compensating" list (config order); eg_build is this with 0 ("compensating": []). A
+ * 200 never has the member. */
+int eg_build_comp(const tg_group *g, const char *const names[], const char *order_id,
+                  double elapsed_ms, uint64_t compensating, eg_answer *out);
 
 /* The same answer built only with jansson: what eg_build falls back to, and the reference that
  * tests compare its direct 200 answer with, byte for byte. */

@@ -258,6 +258,21 @@ void tgi_xfer_detach(tg_loop *l, tg_xfer *x, const tg_result *outcome)
     if (x->easy == NULL)
         return;
     attempt_note(x, outcome);
+    /* Whether the request may have reached the upstream (compensation needs it): libcurl counts
+     * the request's header bytes in CURLINFO_REQUEST_SIZE once it wrote them to the socket, and
+     * sets the pretransfer time when the connection is ready and it is about to write. A
+     * transfer still resolving, connecting or in its TLS handshake has neither: nothing left.
+     * The window between the two (bytes handed to the kernel, or about to be) cannot be told
+     * apart from outside, so it counts as sent: compensating a request that never arrived is
+     * harmless (the undo endpoint answers "nothing to undo"), not compensating one that did is
+     * not. A failed query counts as sent too. */
+    if (!x->call->result.sent) {
+        curl_off_t pre = 0;
+        long req = 0;
+        if (curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &req) != CURLE_OK || req > 0 ||
+            curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre) != CURLE_OK || pre > 0)
+            x->call->result.sent = 1;
+    }
     curl_multi_remove_handle(l->multi, x->easy);
     if (l->nidle < TG_IDLE_HANDLES) {
         curl_easy_reset(x->easy);
@@ -466,6 +481,11 @@ void tg_call_policy(tg_group *g, size_t i, const tg_policy *p)
     g->calls[i].policy = p;
     if (p != NULL && p->breaker != NULL)
         g->has_breaker = 1;
+}
+
+void tg_call_attempts_before(tg_group *g, size_t i, unsigned n)
+{
+    g->calls[i].result.attempts = n;
 }
 
 void tg_group_free(tg_group *g)
@@ -940,9 +960,14 @@ void tg_loop_stop(tg_loop *l)
         tgi_finish_later(&finish, g);
         g = next;
     }
-    /* every running group has its deadline on the heap; backoffs and hedges name theirs */
-    for (tgi_timer *t = tgi_timer_pop(l); t != NULL; t = tgi_timer_pop(l))
-        tgi_finish_later(&finish, t->group);
+    /* every running group has its deadline on the heap; backoffs and hedges name theirs; an
+     * alarm has none and is told that the loop stopped */
+    for (tgi_timer *t = tgi_timer_pop(l); t != NULL; t = tgi_timer_pop(l)) {
+        if (t->group != NULL)
+            tgi_finish_later(&finish, t->group);
+        else
+            tgi_alarm_fire(t, 1);
+    }
     finish_all(l, finish);
 }
 

@@ -77,6 +77,9 @@ typedef struct tg_result {
      * (failed attempts, a failed half of a hedged pair), for metrics; aborted ones are not here */
     unsigned char nearlier;
     unsigned char earlier[TG_MAX_REQUESTS];
+    /* v1.2 compensation: 1 when one of the call's requests may have reached its upstream (see
+     * tgi_xfer_detach for how libcurl tells); kept through retries and a cancel. */
+    unsigned char sent;
 } tg_result;
 
 /* One transfer of a call, kept only for a traced group (tg_group_trace): when it started and
@@ -184,6 +187,21 @@ size_t tg_group_failures(const tg_group *g);
 double tg_group_elapsed_ms(const tg_group *g);
 void *tg_group_user(const tg_group *g);
 
-const char *tg_kind_name(tg_kind kind); /* "rejected", "timeout", ... ; "ok" for TG_KIND_NONE */
+const char *tg_kind_name(tg_kind kind);
+
+/* ---- work that outlives a group (v1.2 compensation) -------------------------------------------
+ * A compensation runs after its checkout's group has answered: a group of one call per request,
+ * with waits between them. These two are all it needs from tg; loop thread only. */
+
+/* Call i's first request says X-Checkout-Attempt: n + 1: n requests of the same logical call
+ * were sent before, by other groups. */
+void tg_call_attempts_before(tg_group *g, size_t i, unsigned n);
+
+/* fn(arg, 0) on the loop thread after ms; fn(arg, 1) instead when the loop stops first (then at
+ * its stop, on the stopping thread). One small allocation, freed before fn runs. Loop thread only
+ * (a done callback, another alarm). 0, -ENOMEM, or -ESHUTDOWN when the loop is stopping. */
+typedef void (*tg_alarm_fn)(void *arg, int stopped);
+int tg_alarm(tg_loop *loop, long ms, tg_alarm_fn fn,
+             void *arg); /* "rejected", "timeout", ... ; "ok" for TG_KIND_NONE */
 
 #endif

@@ -144,6 +144,8 @@ uint64_t tgi_timer_next(const tg_loop *l);
 void tgi_timers_run(tg_loop *l, uint64_t now_ns, tg_group **finish);
 /* The earliest timer, taken off the heap; NULL when none (the loop's stop drains them). */
 tgi_timer *tgi_timer_pop(tg_loop *l);
+/* An alarm's timer (group NULL) fired, or the loop stopped: frees it and calls its function. */
+void tgi_alarm_fire(tgi_timer *t, int stopped);
 
 /* ---- lib/tg.c, used by lib/tg_attempt.c ---- */
 uint64_t tgi_now_ns(void);

@@ -100,3 +100,44 @@ void tgi_timers_run(tg_loop *l, uint64_t now_ns, tg_group **finish)
         t->fn(l, t, finish);
     }
 }
+
+/* A tg_alarm: the timer first, so that the heap's element is the allocation. */
+typedef struct tg_alarm_timer {
+    tgi_timer timer;
+    tg_alarm_fn fn;
+    void *arg;
+} tg_alarm_timer;
+
+void tgi_alarm_fire(tgi_timer *t, int stopped)
+{
+    tg_alarm_timer *a = (tg_alarm_timer *)t;
+    tg_alarm_fn fn = a->fn;
+    void *arg = a->arg;
+    free(a);
+    fn(arg, stopped);
+}
+
+static void on_alarm(tg_loop *l, tgi_timer *t, tg_group **finish)
+{
+    (void)l;
+    (void)finish;
+    tgi_alarm_fire(t, 0);
+}
+
+int tg_alarm(tg_loop *l, long ms, tg_alarm_fn fn, void *arg)
+{
+    if (atomic_load(&l->stopping))
+        return -ESHUTDOWN;
+    tg_alarm_timer *a = malloc(sizeof *a);
+    if (a == NULL)
+        return -ENOMEM;
+    a->timer.index = SIZE_MAX;
+    a->fn = fn;
+    a->arg = arg;
+    uint64_t due = tgi_now_ns() + (uint64_t)(ms > 0 ? ms : 0) * 1000000u;
+    if (tgi_timer_start(l, &a->timer, due, on_alarm, a, NULL) != 0) {
+        free(a);
+        return -ENOMEM;
+    }
+    return 0;
+}

@@ -16,6 +16,7 @@
  *            other releases its claim, so that a retry runs again. */
 #include "checkout.h"
 
+#include "comp.h"
 #include "eg.h"
 #include "jlog.h"
 #include "jspan.h"
@@ -29,11 +30,20 @@
 #include <sys/random.h>
 #include <time.h>
 
+/* What the undo request of validation i needs from the checkout, kept only for validations that
+ * have compensate: its upstream body {"order_id":<id>,<key>:<value>} and where key and value are.
+ */
+typedef struct co_undo {
+    char *body;
+    size_t len, key_at, key_len, value_at, value_len;
+} co_undo;
+
 struct co_checkout {
     co_service *service;
     tg_group *group;
     co_reply_fn reply;
     void *conn;
+    size_t loop;
     struct timespec accepted;
     size_t worker;                    /* the loop it runs on: its writer in the windows */
     int traced;                       /* trace on and asked for: the answer gets a "trace" member */
@@ -48,7 +58,13 @@ struct co_checkout {
     json_t *kept_order;
     co_request kept;
     char *kept_mem;
+    char *idempotency_key; /* the client's, when some validation has compensate */
+    co_undo *undo;         /* [nvalidations] when some validation has compensate, else NULL */
 };
+
+static void comp_started(void *arg, const comp_task *t);
+static void comp_request(void *arg, const comp_task *t, tg_kind kind);
+static void comp_ended(void *arg, const comp_task *t, int done);
 
 void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t nloops, mx *metrics)
 {
@@ -75,6 +91,10 @@ void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t 
         s->policy[i] = p;
     }
     mx_set_breakers(metrics, s->breaker, c->nvalidations);
+    for (size_t i = 0; i < c->nvalidations; i++)
+        s->has_comp |= c->validations[i].compensate.url != NULL;
+    s->comp_events = (comp_observer){
+        .started = comp_started, .request = comp_request, .ended = comp_ended, .arg = s};
     atomic_init(&s->inflight, 0);
     clock_gettime(CLOCK_MONOTONIC, &s->started);
 }
@@ -206,16 +226,19 @@ static char *concat_body(const char *id, size_t id_len, const char *key, size_t 
 /* The body for validation v: the member's bytes as the client sent them when they can be found
  * byte for byte (jspan), else jansson's serialisation of the parsed value. */
 static char *upstream_body(const cfg_validation *v, json_t *order, const jspan_member *m, int nm,
-                           const char *id_json, size_t *len)
+                           const char *id_json, size_t *len, size_t *key_len)
 {
     const jspan_member *raw = nm > 0 ? jspan_find(m, (size_t)nm, v->field) : NULL;
-    if (raw != NULL)
+    if (raw != NULL) {
+        *key_len = raw->key_len;
         return concat_body(id_json, strlen(id_json), raw->key, raw->key_len, raw->value,
                            raw->value_len, len);
+    }
     json_t *key = json_string(v->field);
     char *key_json = key ? json_dumps(key, JSON_ENCODE_ANY) : NULL;
     char *value_json = json_dumps(json_object_get(order, v->field), JSON_ENCODE_ANY | JSON_COMPACT);
     char *body = NULL;
+    *key_len = key_json ? strlen(key_json) : 0;
     if (key_json != NULL && value_json != NULL)
         body = concat_body(id_json, strlen(id_json), key_json, strlen(key_json), value_json,
                            strlen(value_json), len);
@@ -244,6 +267,22 @@ static const char *const *call_headers(const cfg_validation *v, const char *cons
     return out;
 }
 
+/* A copy of a validation's upstream body {"order_id":<id>,<key>:<value>} (concat_body) for its
+ * undo request, and where its key and value are. */
+static int keep_undo(co_undo *u, const char *body, size_t len, size_t id_len, size_t key_len)
+{
+    u->body = malloc(len + 1);
+    if (u->body == NULL)
+        return -1;
+    memcpy(u->body, body, len + 1);
+    u->len = len;
+    u->key_at = sizeof "{\"order_id\":" - 1 + id_len + 1;
+    u->key_len = key_len;
+    u->value_at = u->key_at + key_len + 1;
+    u->value_len = len - 1 - u->value_at;
+    return 0;
+}
+
 /* {"order_id": ..., "<field>": <that field of the request, unchanged>} for each validation. */
 static int build_calls(const co_service *s, co_checkout *c, json_t *order, const co_request *req,
                        const char *const headers[])
@@ -258,10 +297,15 @@ static int build_calls(const co_service *s, co_checkout *c, json_t *order, const
         goto fail;
     for (size_t i = 0; i < s->cfg->nvalidations; i++) {
         const cfg_validation *v = &s->cfg->validations[i];
-        size_t len = 0;
-        char *body = upstream_body(v, order, members, nm, id_json, &len);
+        size_t len = 0, key_len = 0;
+        char *body = upstream_body(v, order, members, nm, id_json, &len, &key_len);
         if (body == NULL)
             goto fail;
+        if (c->undo != NULL && v->compensate.url != NULL &&
+            keep_undo(&c->undo[i], body, len, strlen(id_json), key_len) != 0) {
+            free(body);
+            goto fail;
+        }
         const char *lines[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1];
         if (tg_call_set(c->group, i, v->url, body, len, call_headers(v, headers, lines),
                         v->timeout_ms) != 0) {
@@ -302,6 +346,15 @@ static int build_group(const co_service *s, co_checkout *c, json_t *order, const
         headers[nh++] = h_trace;
     }
     headers[nh] = NULL;
+    /* compensation needs the undo bodies (copies kept by build_calls) and the client's key */
+    if (s->has_comp) {
+        c->undo = calloc(s->cfg->nvalidations, sizeof *c->undo);
+        if (c->undo == NULL)
+            return -1;
+        if (req->idempotency_key != NULL &&
+            (c->idempotency_key = strdup(req->idempotency_key)) == NULL)
+            return -1;
+    }
     c->group = tg_group_new(s->cfg->nvalidations, s->cfg->deadline_ms, on_group_done, c);
     return c->group != NULL && build_calls(s, c, order, req, headers) == 0 ? 0 : -1;
 }
@@ -355,6 +408,19 @@ static int check_key(const co_service *s, const co_request *req, char key[IDEM_K
     if (idem_parse_key(req->idempotency_key, key, &why) != 0)
         return client_error(now, "invalid_request", why);
     return 0;
+}
+
+static void checkout_free(co_checkout *c)
+{
+    if (c == NULL)
+        return;
+    drop_kept(c);
+    if (c->undo != NULL)
+        for (size_t i = 0; i < c->service->cfg->nvalidations; i++)
+            free(c->undo[i].body);
+    free(c->undo);
+    free(c->idempotency_key);
+    free(c);
 }
 
 int co_accept(co_service *s, const co_request *req, co_reply_fn reply, void *conn,
@@ -420,9 +486,8 @@ fail:
     json_decref(order);
     if (c != NULL) {
         tg_group_free(c->group);
-        drop_kept(c);
     }
-    free(c);
+    checkout_free(c);
     if (admitted) {
         atomic_fetch_sub(&s->inflight, 1);
         mx_inflight(s->metrics, -1);
@@ -438,13 +503,18 @@ static double ms_since(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-/* Whether a claimed checkout's answer is stored for replay: the final ones, 200 and 422. A 502 or
- * 504 is released so that a retry runs again (the upstreams get the same Idempotency-Key and know
- * their repeats); so is a 500 or a 503 at shutdown. Compensation (a later issue) adds here: a
- * 502/504 whose checkout started a compensation is stored too. */
+/* Whether a claimed checkout's answer is stored for replay: the final ones, 200 and 422, and a
+ * 502/504 whose checkout started a compensation (something took effect and is being undone: a
+ * rerun under the same key would send the same Idempotency-Key to an upstream that undid it). A
+ * 502 or 504 that compensated nothing is released so that a retry runs again (the upstreams get
+ * the same Idempotency-Key and know their repeats); so is a 500 or a 503 at shutdown. */
 static int answer_is_final(const co_answer *a)
 {
-    return a->body != NULL && (a->http_status == 200 || a->http_status == 422);
+    if (a->body == NULL)
+        return 0;
+    if (a->http_status == 200 || a->http_status == 422)
+        return 1;
+    return (a->http_status == 502 || a->http_status == 504) && a->compensating > 0;
 }
 
 static void settle_claim(co_checkout *c, const co_answer *a)
@@ -459,24 +529,34 @@ static void settle_claim(co_checkout *c, const co_answer *a)
         idem_release(store, &c->claim);
 }
 
-static void finish(co_checkout *c, co_answer *a)
+/* The checkout's end: its group and itself are freed, it leaves the in-flight count. */
+static void release(co_checkout *c)
 {
     co_service *s = c->service;
-    settle_claim(c, a); /* before the reply: the answer's body moves to the server there */
-    memcpy(a->request_id, c->request_id, sizeof(a->request_id));
-    c->reply(c->conn, a);
     tg_group_free(c->group);
-    drop_kept(c);
-    free(c);
+    checkout_free(c);
     atomic_fetch_sub(&s->inflight, 1);
     mx_inflight(s->metrics, -1);
+}
+
+/* The answer goes to the client (after its claim is settled: the body moves to the server). */
+static void respond(co_checkout *c, co_answer *a)
+{
+    settle_claim(c, a);
+    memcpy(a->request_id, c->request_id, sizeof(a->request_id));
+    c->reply(c->conn, a);
+}
+
+static void finish(co_checkout *c, co_answer *a)
+{
+    respond(c, a);
+    release(c);
 }
 
 void co_discard(co_service *s, co_checkout *c)
 {
     tg_group_free(c->group);
-    drop_kept(c);
-    free(c);
+    checkout_free(c);
     atomic_fetch_sub(&s->inflight, 1);
     mx_inflight(s->metrics, -1);
 }
@@ -674,14 +754,105 @@ void co_log(const co_service *s, const co_answer *a)
                   a->elapsed_ms, v, a->noutcomes);
 }
 
-/* Runs on the loop thread: the group allocated its results here, and they are freed here too. */
+/* ---- compensation (v1.2): the decision here, the mechanism in lib/comp_run ---------------- */
+
+/* Which validations of a finished group are undone: bit i for validation i. None when the checkout
+ * succeeded; else every one that has compensate and may have taken effect (lib/comp). */
+static uint64_t to_compensate(const co_service *s, const tg_group *g)
+{
+    uint64_t bits = 0;
+    if (!s->has_comp || tg_group_failures(g) == 0)
+        return 0;
+    for (size_t i = 0; i < tg_group_size(g); i++) {
+        const tg_result *r = tg_group_result(g, i);
+        if (s->cfg->validations[i].compensate.url != NULL && comp_needed(r, r->sent))
+            bits |= (uint64_t)1 << i;
+    }
+    return bits;
+}
+
+/* Starts the undo step of validation i: its body, its headers, a task on the checkout's loop. */
+static void compensate_one(co_checkout *c, const tg_group *g, size_t i)
+{
+    co_service *s = c->service;
+    const cfg_validation *v = &s->cfg->validations[i];
+    const co_undo *u = &c->undo[i];
+    const tg_result *r = tg_group_result(g, i);
+    char key[600], h_key[640], h_id[CO_ID_MAX + 32];
+    size_t len = 0;
+    const char *result = r->state == TG_OK ? r->raw : NULL;
+    size_t id_at = sizeof "{\"order_id\":" - 1;
+    char *body =
+        comp_body(u->body + id_at, u->key_at - 1 - id_at, v->name, u->body + u->key_at, u->key_len,
+                  u->body + u->value_at, u->value_len, result, result ? r->raw_len : 0, &len);
+    const char *headers[] = {"Content-Type: application/json", h_id, h_key, NULL};
+    snprintf(h_id, sizeof h_id, "X-Request-Id: %s", c->request_id);
+    comp_idempotency_key(c->idempotency_key, c->request_id, v->name, key, sizeof key);
+    snprintf(h_key, sizeof h_key, "Idempotency-Key: %s", key);
+    comp_spec spec = {.loop = s->loops[c->worker],
+                      .validation = i,
+                      .name = v->name,
+                      .c = &v->compensate,
+                      .order_id = c->order_id,
+                      .body = body,
+                      .body_len = len,
+                      .headers = headers,
+                      .observer = &s->comp_events};
+    if (body == NULL || comp_run_start(&spec) != 0)
+        jlog_event(JLOG_ERROR, "compensation_failed",
+                   json_pack("{s:s, s:s, s:s, s:i, s:s}", "request_id", c->request_id, "order_id",
+                             c->order_id, "validation", v->name, "attempts", 0, "last",
+                             "not started"));
+}
+
+static void compensate(co_checkout *c, const tg_group *g, uint64_t which)
+{
+    for (size_t i = 0; which != 0 && i < tg_group_size(g); i++)
+        if (which >> i & 1u)
+            compensate_one(c, g, i);
+}
+
+static void comp_started(void *arg, const comp_task *t)
+{
+    co_service *s = arg;
+    mx_comp_started(s->metrics);
+    jlog_event(JLOG_INFO, "compensation_started",
+               json_pack("{s:s, s:s}", "order_id", comp_task_order_id(t), "validation",
+                         comp_task_name(t)));
+}
+
+static void comp_request(void *arg, const comp_task *t, tg_kind kind)
+{
+    co_service *s = arg;
+    mx_comp_request(s->metrics, comp_task_validation(t), kind);
+}
+
+/* never a header value: the line names the order, the validation and what the last request got */
+static void comp_ended(void *arg, const comp_task *t, int done)
+{
+    co_service *s = arg;
+    mx_comp_ended(s->metrics, comp_task_validation(t), done);
+    json_t *status =
+        comp_task_last_status(t) > 0 ? json_integer(comp_task_last_status(t)) : json_null();
+    jlog_event(done ? JLOG_INFO : JLOG_ERROR, done ? "compensation_done" : "compensation_failed",
+               json_pack("{s:s, s:s, s:I, s:s, s:o}", "order_id", comp_task_order_id(t),
+                         "validation", comp_task_name(t), "attempts",
+                         (json_int_t)comp_task_attempts(t), "last", comp_task_last(t),
+                         "http_status", status));
+}
+
+/* Runs on the loop thread: the group allocated its results here, and they are freed here too.
+ * answer -> (compensate what took effect): the answer is handed over first, then the undo steps
+ * start as tasks of their own, so they never delay it, and they run whether the client is still
+ * there or not. */
 static void on_group_done(tg_group *g, void *user)
 {
     co_checkout *c = user;
     eg_answer e;
     co_answer a = {0};
     double elapsed_ms = ms_since(&c->accepted);
-    if (eg_build(g, c->service->names, c->order_id, elapsed_ms, &e) == 0) {
+    uint64_t undo = to_compensate(c->service, g);
+    if (eg_build_comp(g, c->service->names, c->order_id, elapsed_ms, undo, &e) == 0) {
         a.http_status = e.http_status;
         a.code = e.status;
         a.body = e.body;
@@ -695,5 +866,8 @@ static void on_group_done(tg_group *g, void *user)
     a.elapsed_ms = elapsed_ms;
     memcpy(a.order_id, c->order_id, sizeof(a.order_id));
     keep_outcomes(g, &a);
-    finish(c, &a);
+    a.compensating = __builtin_popcountll(undo);
+    respond(c, &a);
+    compensate(c, g, undo);
+    release(c);
 }

@@ -9,6 +9,7 @@
 
 #include "cfg.h"
 #include "idem.h"
+#include "comp_run.h"
 #include "metrics.h"
 #include "tg.h"
 #include "win.h"
@@ -39,6 +40,10 @@ typedef struct co_service {
     breaker *breaker[CFG_MAX_VALIDATIONS];
     tg_policy policies[CFG_MAX_VALIDATIONS];
     breaker breakers[CFG_MAX_VALIDATIONS];
+    /* v1.2 compensation: has_comp when some validation has a compensate block (else a checkout
+     * keeps nothing for it); the observer logs and counts every compensation. */
+    int has_comp;
+    comp_observer comp_events;
 } co_service;
 
 typedef struct co_request {
@@ -64,8 +69,10 @@ typedef struct co_answer {
     const char *code; /* static: "accepted"/"rejected"/"failed" or the client-error code */
     char *body;       /* malloc'd JSON text; whoever sends it frees it */
     size_t body_len;
-    int retry_after; /* seconds for a Retry-After header, 0 for none */
-    int replayed;    /* a stored answer: sent with Idempotent-Replayed: true */
+    int retry_after;  /* seconds for a Retry-After header, 0 for none */
+    int compensating; /* validations whose compensation the answer announces (a 502/504 with
+                       * some is stored for replay like a 422) */
+    int replayed;     /* a stored answer: sent with Idempotent-Replayed: true */
     char request_id[CO_ID_MAX + 1];
     /* for the log line, written by co_log on the HTTP thread: plain data, no JSON objects */
     double elapsed_ms;

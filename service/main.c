@@ -42,7 +42,8 @@ static const char *env_lookup(const char *name)
     return getenv(name);
 }
 
-#define CHECKOUTD_MAX_LOOPS 8
+#define CHECKOUTD_MAX_LOOPS    8
+#define CHECKOUTD_COMP_DRAIN_S 30.0 /* the contract's bound on running compensations at SIGTERM */
 
 /* One worker (loop + daemon) per core (at most 8): a checkout's whole life runs on one worker's
  * thread, so workers are what uses the cores. CHECKOUTD_LOOPS overrides it (1..8). */
@@ -94,6 +95,20 @@ static void drain(srv *server, tg_loop *const *loops, size_t nloops, const cfg *
         if (sigtimedwait(sigs, NULL, &tick) > 0) {
             jlog_event(JLOG_WARN, "stop",
                        json_pack("{s:s, s:i}", "reason", "second signal", "exit", 1));
+            _exit(1);
+        }
+    }
+    /* v1.2: running compensations may finish, for at most 30 s after the last checkout ended;
+     * the loops' stop then gives up those still running (each logs compensation_failed). */
+    until = now_s() + CHECKOUTD_COMP_DRAIN_S;
+    if (comp_run_pending() > 0)
+        jlog_event(JLOG_INFO, "draining_compensations",
+                   json_pack("{s:I}", "pending", (json_int_t)comp_run_pending()));
+    while (comp_run_pending() > 0 && now_s() < until) {
+        if (sigtimedwait(sigs, NULL, &tick) > 0) {
+            jlog_event(JLOG_WARN, "stop",
+                       json_pack("{s:s, s:i, s:I}", "reason", "second signal", "exit", 1,
+                                 "compensations_lost", (json_int_t)comp_run_pending()));
             _exit(1);
         }
     }
@@ -253,7 +268,9 @@ int main(int argc, char **argv)
         ;
     drain(server, loops, nloops, &c, &sigs);
     jlog_event(JLOG_INFO, "stop",
-               json_pack("{s:s, s:i}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", "exit", 0));
+               json_pack("{s:s, s:i, s:{s:I, s:I}}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                         "exit", 0, "compensations", "done", (json_int_t)comp_run_done(),
+                         "given_up", (json_int_t)comp_run_given_up()));
     rc = 0;
 out:
     stop_loops(loops, nloops);

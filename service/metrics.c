@@ -63,6 +63,9 @@ typedef struct mx_validation {
     atomic_ullong cancelled;
     atomic_ullong retries;
     atomic_ullong hedges_won, hedges_lost;
+    /* v1.2 compensation: undo requests by outcome (ok or the kind), ends by done/given up */
+    atomic_ullong comp_requests[MX_KINDS];
+    atomic_ullong comp_done, comp_given_up;
     breaker *breaker; /* NULL: none (the circuit is always closed) */
     mx_hist latency;
 } mx_validation;
@@ -73,6 +76,7 @@ struct mx {
     mx_hist duration;
     atomic_long inflight;
     atomic_long connections;
+    atomic_long comp_pending;
     size_t nvalidations;
     mx_validation *v;
 };
@@ -415,6 +419,55 @@ static void render_resilience(text *t, const mx *m)
                                     : 0ull);
 }
 
+/* v1.2 compensation. O(validations x kinds). */
+static void render_compensation(text *t, const mx *m)
+{
+    family(t, "checkoutd_compensations_total", "counter",
+           "Compensations (undo steps) that ended, by validation and outcome: done or given_up.");
+    for (size_t i = 0; i < m->nvalidations; i++) {
+        put(t, "checkoutd_compensations_total{validation=\"%s\",outcome=\"done\"} %llu\n",
+            m->v[i].label, load(&m->v[i].comp_done));
+        put(t, "checkoutd_compensations_total{validation=\"%s\",outcome=\"given_up\"} %llu\n",
+            m->v[i].label, load(&m->v[i].comp_given_up));
+    }
+    family(t, "checkoutd_compensation_requests_total", "counter",
+           "Undo requests that ended, by validation and outcome (ok when it ended the "
+           "compensation: 2xx, 404, 409, 410; else the failure kind).");
+    for (size_t i = 0; i < m->nvalidations; i++)
+        for (int k = 0; k < MX_KINDS; k++)
+            put(t,
+                "checkoutd_compensation_requests_total{validation=\"%s\",outcome=\"%s\"} "
+                "%llu\n",
+                m->v[i].label, tg_kind_name((tg_kind)k), load(&m->v[i].comp_requests[k]));
+    family(t, "checkoutd_compensations_pending", "gauge",
+           "Compensations started and not yet done or given up.");
+    put(t, "checkoutd_compensations_pending %ld\n",
+        atomic_load_explicit(&m->comp_pending, memory_order_relaxed));
+}
+
+void mx_comp_request(mx *m, size_t validation, tg_kind kind)
+{
+    if (m == NULL || validation >= m->nvalidations || (int)kind < 0 || (int)kind >= MX_KINDS)
+        return;
+    add(&m->v[validation].comp_requests[kind]);
+}
+
+void mx_comp_started(mx *m)
+{
+    if (m != NULL)
+        atomic_fetch_add_explicit(&m->comp_pending, 1, memory_order_relaxed);
+}
+
+void mx_comp_ended(mx *m, size_t validation, int done)
+{
+    if (m == NULL)
+        return;
+    atomic_fetch_sub_explicit(&m->comp_pending, 1, memory_order_relaxed);
+    if (validation >= m->nvalidations)
+        return;
+    add(done ? &m->v[validation].comp_done : &m->v[validation].comp_given_up);
+}
+
 static void render_gauges(text *t, const mx *m)
 {
     family(t, "checkoutd_inflight_checkouts", "gauge",
@@ -435,6 +488,7 @@ char *mx_render(const mx *m, size_t *len)
     render_checkouts(&t, m);
     render_upstreams(&t, m);
     render_resilience(&t, m);
+    render_compensation(&t, m);
     render_gauges(&t, m);
     if (t.failed)
         goto fail;

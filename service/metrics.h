@@ -81,6 +81,12 @@ void mx_set_breakers(mx *m, breaker *const breakers[], size_t n);
 /* Retries, and hedges sent (won + lost), of validation i since start; 0 when out of range. */
 unsigned long long mx_retries(const mx *m, size_t validation);
 unsigned long long mx_hedges(const mx *m, size_t validation);
+/* v1.2 compensation: an undo request of validation ended with kind (TG_KIND_NONE: "ok", it ended
+ * the compensation); a compensation started (checkoutd_compensations_pending + 1) or ended, done
+ * or given up (pending - 1, checkoutd_compensations_total{outcome}). */
+void mx_comp_request(mx *m, size_t validation, tg_kind kind);
+void mx_comp_started(mx *m);
+void mx_comp_ended(mx *m, size_t validation, int done);
 /* Gauges: add delta (+1 on start, -1 on end). */
 void mx_inflight(mx *m, long delta);    /* checkoutd_inflight_checkouts */
 void mx_connections(mx *m, long delta); /* checkoutd_open_connections */

@@ -64,7 +64,7 @@ static void test_body(void **state)
     size_t len = 0;
     const char value[] = "{\"token\":\"tok_visa\",\"amount\": 2598}";
     const char res[] = "{\"authorization\":\"auth-1\"}";
-    char *b = comp_body("\"ord-1\"", "payment", "\"payment\"", 9, value, sizeof value - 1, res,
+    char *b = comp_body("\"ord-1\"", 7, "payment", "\"payment\"", 9, value, sizeof value - 1, res,
                         sizeof res - 1, &len);
     assert_non_null(b);
     assert_int_equal(strlen(b), len);
@@ -76,7 +76,7 @@ static void test_body(void **state)
     assert_non_null(doc);
     json_decref(doc);
     free(b);
-    b = comp_body("\"o\"", "inventory", "\"items\"", 7, "[]", 2, NULL, 0, &len);
+    b = comp_body("\"o\"", 3, "inventory", "\"items\"", 7, "[]", 2, NULL, 0, &len);
     assert_string_equal(
         b, "{\"order_id\":\"o\",\"validation\":\"inventory\",\"items\":[],\"result\":null}");
     free(b);

@@ -54,6 +54,12 @@ struct fu_role {
      * whether a checkout ran twice; at most FU_ROLE_KEYS_MAX keys, more are counted untracked. */
     json_t *keys;
     unsigned long keys_untracked;
+    /* v1.2 undo endpoints (inventory POST /release, payment POST /void), daemon thread only:
+     * per order id, the undo requests received and those answered 200; the next undo_fail undo
+     * requests answer undo_status instead (POST /_fake/undo?fail=N&status=S&delay_ms=D), every
+     * undo answer comes after undo_delay_ms. */
+    json_t *undo_requests, *undone;
+    unsigned long undo_fail, undo_status, undo_delay_ms;
     atomic_ulong requests;
     atomic_ulong answered;
     atomic_ulong closed_early;
@@ -77,6 +83,7 @@ typedef struct fu_req {
     size_t cap;
     bool too_large;    /* body passed max_body; buf was dropped */
     bool is_fake;      /* a /_fake/ path: answered at once, not counted */
+    bool is_undo;      /* the role's undo path */
     const char *allow; /* Allow header for a 405, else NULL */
     fu_req_phase phase;
     atomic_bool closed_early; /* written by the timer thread before it resumes the connection */
@@ -326,6 +333,83 @@ static fu_status fu_role_outage(fu_role *r, fu_req *q, struct MHD_Connection *co
         &q->answer);
 }
 
+/* An unsigned query argument into *out when present; -1 when present and not a number <= max. */
+static int fu_role_arg(struct MHD_Connection *conn, const char *name, unsigned long max,
+                       unsigned long *out)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+    char *end = NULL;
+    unsigned long n = v != NULL ? strtoul(v, &end, 10) : 0;
+    if (v == NULL)
+        return 0;
+    if (end == v || *end != '\0' || n > max)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+/* POST /_fake/undo?fail=N&status=S&delay_ms=D: the next N undo requests answer S (default 503)
+ * instead of 200, and every undo answer waits D ms (default 0); a retry can be shown by hand. */
+static fu_status fu_role_undo_rule(fu_role *r, fu_req *q, struct MHD_Connection *conn)
+{
+    unsigned long fail = 0, status = 503, delay = 0;
+    if (fu_role_arg(conn, "fail", 1000000, &fail) != 0 ||
+        fu_role_arg(conn, "status", 599, &status) != 0 || status < 200 ||
+        fu_role_arg(conn, "delay_ms", FU_OUTAGE_MAX_MS, &delay) != 0)
+        return fu_rules_error(400, "bad_request",
+                              "use /_fake/undo?fail=N&status=200..599&delay_ms=D", &q->answer);
+    r->undo_fail = fail;
+    r->undo_status = status;
+    r->undo_delay_ms = delay;
+    return fu_rules_json(200,
+                         json_pack("{s:s,s:I,s:I,s:I}", "role", fu_rules_role_name(r->kind), "fail",
+                                   (json_int_t)fail, "status", (json_int_t)status, "delay_ms",
+                                   (json_int_t)delay),
+                         &q->answer);
+}
+
+/* The role's undo path: inventory /release, payment /void, address none. */
+static const char *fu_role_undo_path(const fu_role *r)
+{
+    return r->kind == FU_RULES_INVENTORY ? "/release"
+           : r->kind == FU_RULES_PAYMENT ? "/void"
+                                         : NULL;
+}
+
+static void fu_role_count(json_t *counts, const char *order_id)
+{
+    json_int_t n = json_integer_value(json_object_get(counts, order_id));
+    json_object_set_new(counts, order_id, json_integer(n + 1));
+}
+
+/* An undo request: {"order_id", "validation", <field>, "result"}; 200 {"undone": true, ...}
+ * unless a fail rule is pending. Counted per order id. */
+static fu_status fu_role_undo(fu_role *r, fu_req *q)
+{
+    json_t *body = q->buf != NULL ? json_loadb(q->buf, q->len, 0, NULL) : NULL;
+    const char *order = json_string_value(json_object_get(body, "order_id"));
+    fu_status st;
+
+    if (order == NULL) {
+        json_decref(body);
+        return fu_rules_error(400, "bad_request", "an undo request needs an order_id", &q->answer);
+    }
+    fu_role_count(r->undo_requests, order);
+    if (r->undo_fail > 0) {
+        r->undo_fail--;
+        st = fu_rules_error((unsigned)r->undo_status, "undo_failed",
+                            "this undo fails by a /_fake/undo rule", &q->answer);
+    } else {
+        fu_role_count(r->undone, order);
+        st = fu_rules_json(200,
+                           json_pack("{s:s,s:b,s:s}", "order_id", order, "undone", 1, "role",
+                                     fu_rules_role_name(r->kind)),
+                           &q->answer);
+    }
+    json_decref(body);
+    return st;
+}
+
 static fu_status fu_role_fake(fu_role *r, fu_req *q, struct MHD_Connection *conn, const char *url,
                               const char *method)
 {
@@ -333,6 +417,8 @@ static fu_status fu_role_fake(fu_role *r, fu_req *q, struct MHD_Connection *conn
 
     if (strcmp(url, "/_fake/outage") == 0 && strcmp(method, MHD_HTTP_METHOD_POST) == 0)
         return fu_role_outage(r, q, conn);
+    if (strcmp(url, "/_fake/undo") == 0 && strcmp(method, MHD_HTTP_METHOD_POST) == 0)
+        return fu_role_undo_rule(r, q, conn);
 
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
         q->allow = "GET, HEAD";
@@ -348,13 +434,15 @@ static fu_status fu_role_fake(fu_role *r, fu_req *q, struct MHD_Connection *conn
             if (json_integer_value(n) > 1)
                 json_object_set(repeats, k, n);
         }
-        doc = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "role", fu_rules_role_name(r->kind),
-                        "requests", (json_int_t)atomic_load(&r->requests), "answered",
+        doc = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:O,s:O}", "role",
+                        fu_rules_role_name(r->kind), "requests",
+                        (json_int_t)atomic_load(&r->requests), "answered",
                         (json_int_t)atomic_load(&r->answered), "closed_early",
                         (json_int_t)atomic_load(&r->closed_early), "pending",
                         (json_int_t)atomic_load(&r->pending), "idempotency_keys",
                         (json_int_t)json_object_size(r->keys), "idempotency_keys_untracked",
-                        (json_int_t)r->keys_untracked, "idempotency_repeats", repeats);
+                        (json_int_t)r->keys_untracked, "idempotency_repeats", repeats,
+                        "undo_requests", r->undo_requests, "undone", r->undone);
         return fu_rules_json(200, doc, &q->answer);
     }
     if (strcmp(url, "/_fake/last") == 0) {
@@ -384,6 +472,8 @@ static uint64_t fu_role_delay_ms(fu_role *r, const fu_req *q)
         ms += fu_role_random(r) % ((uint64_t)r->jitter_ms + 1);
     if (q->answer.slow)
         ms += r->slow_ms;
+    if (q->is_undo)
+        ms += r->undo_delay_ms;
     return ms;
 }
 
@@ -409,6 +499,8 @@ static enum MHD_Result fu_role_finish(fu_role *r, fu_req *q, struct MHD_Connecti
         else if (st == FU_OK && fu_timer_now_ns() < r->outage_until_ns)
             st = fu_rules_error(503, "outage", "the role is in an outage (/_fake/outage)",
                                 &q->answer);
+        else if (st == FU_OK && q->is_undo)
+            st = fu_role_undo(r, q);
         else if (st == FU_OK)
             st = fu_rules_decide(r->kind, q->buf != NULL ? q->buf : "", q->len, r->seq,
                                  fu_role_attempt(conn), &q->answer);
@@ -490,6 +582,7 @@ static enum MHD_Result fu_role_begin(fu_role *r, fu_req *q, struct MHD_Connectio
 
     q->phase = FU_REQ_BODY;
     q->is_fake = strncmp(url, "/_fake/", 7) == 0;
+    q->is_undo = fu_role_undo_path(r) != NULL && strcmp(url, fu_role_undo_path(r)) == 0;
     if (q->is_fake)
         return MHD_YES;
     atomic_fetch_add(&r->requests, 1);
@@ -577,6 +670,13 @@ fu_status fu_role_start(fu_role **out, fu_rules_role role, const fu_role_opts *o
     *out = NULL;
     r = calloc(1, sizeof(*r));
     if (r == NULL) {
+        st = FU_ENOMEM;
+        goto fail;
+    }
+    r->undo_requests = json_object();
+    r->undone = json_object();
+    r->undo_status = 503;
+    if (r->undo_requests == NULL || r->undone == NULL) {
         st = FU_ENOMEM;
         goto fail;
     }
@@ -678,5 +778,7 @@ void fu_role_destroy(fu_role *r)
     fu_role_stop(r);
     json_decref(r->last);
     json_decref(r->keys);
+    json_decref(r->undo_requests);
+    json_decref(r->undone);
     free(r);
 }
