@@ -42,8 +42,18 @@ static const char *env_lookup(const char *name)
     return getenv(name);
 }
 
-#define CHECKOUTD_MAX_LOOPS    8
-#define CHECKOUTD_COMP_DRAIN_S 30.0 /* the contract's bound on running compensations at SIGTERM */
+#define CHECKOUTD_MAX_LOOPS 8
+/* The contract's bound on running compensations at SIGTERM: 30 s. CHECKOUTD_COMPENSATION_DRAIN_MS
+ * (0..30000) shortens it, so that tests can stop a process with compensations pending quickly. */
+static double comp_drain_s(void)
+{
+    const char *env = getenv("CHECKOUTD_COMPENSATION_DRAIN_MS");
+    char *end = NULL;
+    long ms = env ? strtol(env, &end, 10) : -1;
+    if (env == NULL || end == env || *end != '\0' || ms < 0 || ms > 30000)
+        ms = 30000;
+    return (double)ms / 1000.0;
+}
 
 /* One worker (loop + daemon) per core (at most 8): a checkout's whole life runs on one worker's
  * thread, so workers are what uses the cores. CHECKOUTD_LOOPS overrides it (1..8). */
@@ -100,7 +110,7 @@ static void drain(srv *server, tg_loop *const *loops, size_t nloops, const cfg *
     }
     /* v1.2: running compensations may finish, for at most 30 s after the last checkout ended;
      * the loops' stop then gives up those still running (each logs compensation_failed). */
-    until = now_s() + CHECKOUTD_COMP_DRAIN_S;
+    until = now_s() + comp_drain_s();
     if (comp_run_pending() > 0)
         jlog_event(JLOG_INFO, "draining_compensations",
                    json_pack("{s:I}", "pending", (json_int_t)comp_run_pending()));
