@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,10 @@ static void test_first_failure_cancels_the_rest(void **state)
     assert_string_equal(json_string_value(json_object_get(r->body, "error")), "stub_error");
     assert_int_equal(tg_group_result(g, 0)->state, TG_CANCELLED);
     assert_int_equal(tg_group_result(g, 2)->state, TG_CANCELLED);
+    /* their requests had left (the stub held them for 5 s): compensation must know */
+    assert_int_equal(tg_group_result(g, 0)->sent, 1);
+    assert_int_equal(tg_group_result(g, 2)->sent, 1);
+    assert_int_equal(r->sent, 1);
     /* the upstream saw both cancelled connections close long before it would have answered */
     assert_int_equal(stub_wait_closed_early(fx.upstream, 2, 2000), 0);
     tg_group_free(g);
@@ -281,7 +286,38 @@ static void test_connection_refused_is_transport(void **state)
     assert_int_equal(r->kind, TG_TRANSPORT);
     assert_int_equal(r->http_status, 0);
     assert_null(r->body);
+    assert_int_equal(r->sent, 0); /* refused: nothing left */
     tg_group_free(g);
+}
+
+static int alarm_fired[2], alarm_stopped[2];
+
+static void on_alarm(void *arg, int stopped)
+{
+    int i = (int)(intptr_t)arg;
+    alarm_fired[i]++;
+    alarm_stopped[i] = stopped;
+}
+
+/* An alarm fires once after its delay on the loop; one still waiting when the loop stops is told
+ * so (and freed: ASan); a stopped loop takes none. */
+static void test_alarm(void **state)
+{
+    (void)state;
+    memset(alarm_fired, 0, sizeof alarm_fired);
+    assert_int_equal(tg_alarm(fx.loop, 50, on_alarm, (void *)(intptr_t)0), 0);
+    assert_int_equal(tg_alarm(fx.loop, 60000, on_alarm, (void *)(intptr_t)1), 0);
+    double t0 = proc_now_ms();
+    while (alarm_fired[0] == 0 && proc_now_ms() - t0 < 5000)
+        tg_loop_run_once(fx.loop, 100);
+    assert_int_equal(alarm_fired[0], 1);
+    assert_int_equal(alarm_stopped[0], 0);
+    assert_true(proc_now_ms() - t0 >= 45);
+    assert_int_equal(alarm_fired[1], 0);
+    tg_loop_stop(fx.loop);
+    assert_int_equal(alarm_fired[1], 1);
+    assert_int_equal(alarm_stopped[1], 1);
+    assert_int_equal(tg_alarm(fx.loop, 1, on_alarm, NULL), -ESHUTDOWN);
 }
 
 static void test_accepted_answer(void **state)
@@ -514,6 +550,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_5xx_is_upstream_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_over_limit_is_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_refused_is_transport, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alarm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accepted_answer, setup, teardown),
         cmocka_unit_test(test_error_messages),
         cmocka_unit_test(test_classification_table),
