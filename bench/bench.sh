@@ -14,6 +14,9 @@
 #   fast_key, fast_key_redis  fast, each request with a new Idempotency-Key: claimed and stored in
 #         the memory store / in a Redis (redis-server started here on a free port, flushed before
 #         each run). Beside fast, from the same run: the cost of the feature per checkout.
+#   fail_comp  fail with payment's "compensate" at the fast stub: every checkout also sends one
+#         void (payment was cancelled after its request left), after its answer; the cost of
+#         compensation in CPU per checkout, and p99 (which must not move: the void is not waited for)
 #   flaky address, inventory -> 200 at once, payment -> the flaky stub (503 at once for ~10 % of
 #         requests, else 200 at once), no retry: ~90 % of checkouts succeed. wrk 64 connections
 #   flaky_r2  the same with payment "retry": {"attempts": 2} (backoff 25 ms, full jitter): ~99 %
@@ -27,7 +30,7 @@
 #   BENCH_ROUNDS=3       rounds; each round runs every scenario on checkoutd then on the peer, and
 #                        the table shows medians over the rounds (the cores are shared: one run lies)
 #   BENCH_QUICK=1        smoke mode: 1 round, 1 s warm-up + 2 s measured (about 3 s a run)
-#   BENCH_SCENARIOS="fast fast_key fast_key_redis slow fail flaky flaky_r2" (add hold for memory per in-flight checkout)
+#   BENCH_SCENARIOS="fast fast_key fast_key_redis slow fail fail_comp flaky flaky_r2" (add hold for memory per in-flight checkout)
 #   BENCH_SERVERS="checkoutd peer"   BENCH_THREADS=2 (wrk -t)
 #   BENCH_COUNT_STATUS=1 count answers by status in every scenario (always on in fail; it costs wrk
 #                        throughput, so fast/slow rely on wrk's own non-2xx count unless asked)
@@ -58,7 +61,7 @@ else
   seconds=${BENCH_SECONDS:-10}
   rounds=${BENCH_ROUNDS:-3}
 fi
-scenarios=${BENCH_SCENARIOS:-fast fast_key fast_key_redis slow fail flaky flaky_r2}
+scenarios=${BENCH_SCENARIOS:-fast fast_key fast_key_redis slow fail fail_comp flaky flaky_r2}
 servers=${BENCH_SERVERS:-checkoutd peer}
 threads=${BENCH_THREADS:-2}
 outdir=${BENCH_OUT:-$root/bench/out}
@@ -187,13 +190,15 @@ start_redis() {
 write_config() { # scenario file
   local s=$1 f=$2 a i p retry=""
   case "$s" in
+    fail_comp) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3))
+      retry=', "compensate": {"url": "http://127.0.0.1:'"$stub_base"'/void"}' ;;
     flaky) a=$stub_base i=$stub_base p=$((stub_base + 5)) ;;
     flaky_r2) a=$stub_base i=$stub_base p=$((stub_base + 5)) retry=', "retry": {"attempts": 2}' ;;
     fast | fast_key | fast_key_redis) a=$stub_base i=$stub_base p=$stub_base ;;
     slow) a=$((stub_base + 1)) i=$((stub_base + 1)) p=$((stub_base + 1)) ;;
     fail) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3)) ;;
     hold) a=$stub_base i=$stub_base p=$((stub_base + 3)) ;;
-    *) die "unknown scenario '$s' (fast, fast_key, fast_key_redis, slow, fail, flaky, flaky_r2, hold)" ;;
+    *) die "unknown scenario '$s' (fast, fast_key, fast_key_redis, slow, fail, fail_comp, flaky, flaky_r2, hold)" ;;
   esac
   # fast_key: the default memory store, sized for every key of a run (no eviction in the table);
   # the other scenarios send no key, so the store (memory by default) is never touched.
@@ -289,7 +294,7 @@ status_kb() { # pid key -> kB value from /proc/PID/status
 # otherwise show up as a very fast, very wrong row).
 probe() { # scenario port
   local want=200 got
-  [ "$1" = fail ] && want=422
+  case "$1" in fail | fail_comp) want=422 ;; esac
   got=$(curl -s -o "$tmp/probe.body" -w '%{http_code} %{time_total}' --max-time 15 \
     -X POST "http://127.0.0.1:$2/checkout" -H 'Content-Type: application/json' \
     --data-binary '{"order_id":"ord-probe","address":{"name":"Ada","line1":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"},"items":[{"sku":"SKU-1","quantity":1}],"payment":{"method":"card","token":"tok_visa","amount":100,"currency":"USD"}}' ||
@@ -320,7 +325,8 @@ run_one() { # round scenario server
   probe "$s" "$srv_port"
   rss_idle=$(status_kb "$srv_pid" VmRSS)
   local count=0
-  if [ "$s" = fail ] || [ "${BENCH_COUNT_STATUS:-0}" = 1 ]; then count=1; fi
+  case "$s" in fail | fail_comp) count=1 ;; esac
+  if [ "${BENCH_COUNT_STATUS:-0}" = 1 ]; then count=1; fi
   t_start=$(date +%s.%N)
   # No warm-up in hold: it would leave $conns checkouts in flight, abandoned by their client,
   # when the measured run starts, and the peak RSS would count both.
@@ -368,7 +374,7 @@ run_one() { # round scenario server
   non2xx=$(val non2xx)
   errs=$(($(val err_connect) + $(val err_read) + $(val err_write) + $(val err_timeout)))
   statuses=$(printf '%s\n' "$line" | tr ' ' '\n' | sed -n 's/^status_//p' | tr '\n' ',' | sed 's/,$//')
-  if [ "$s" = fail ]; then
+  if [ "$s" = fail ] || [ "$s" = fail_comp ]; then
     st422=$(val status_422)
     bad=$((requests - ${st422:-0}))
   else

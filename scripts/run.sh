@@ -2,7 +2,8 @@
 # make run: starts the fake upstreams and checkoutd on the default config (config/checkoutd.json),
 # prints curl commands for an accepted and a rejected checkout, and stops both on Ctrl-C.
 # "trace" is on here (CHECKOUTD_TRACE=true, a demo): X-Checkout-Trace: 1 shows a checkout's timings.
-# Usage: scripts/run.sh BUILD_DIR   (environment: CHECKOUTD_LISTEN etc. override the config)
+# Usage: scripts/run.sh BUILD_DIR   (environment: CHECKOUTD_LISTEN etc. override the config;
+# RUN_CONFIG=config/compensate.json runs the compensation example of the README instead)
 set -u
 b=${1:-build/release}
 up_pid=""; co_pid=""
@@ -15,7 +16,7 @@ trap cleanup INT TERM
 
 "$b/fake-upstreams" --address-port 9101 --inventory-port 9102 --payment-port 9103 &
 up_pid=$!
-CHECKOUTD_TRACE=${CHECKOUTD_TRACE:-true} "$b/checkoutd" --config config/checkoutd.json &
+CHECKOUTD_TRACE=${CHECKOUTD_TRACE:-true} "$b/checkoutd" --config "${RUN_CONFIG:-config/checkoutd.json}" &
 co_pid=$!
 sleep 1
 if ! kill -0 "$up_pid" 2>/dev/null || ! kill -0 "$co_pid" 2>/dev/null; then
