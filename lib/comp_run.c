@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#define COMP_MAX_HEADERS 48
+#define COMP_MAX_HEADERS (CFG_MAX_HEADERS + 8) /* the checkout's few, the validation's own */
 
 struct comp_task {
     tg_loop *loop;
@@ -24,6 +24,8 @@ struct comp_task {
     size_t body_len;
     char *hdr_text; /* every header line, NUL-separated; hdr points into it */
     const char *hdr[COMP_MAX_HEADERS + 1];
+    int has_tls;
+    tg_tls tls;
     unsigned attempts;
     const char *last;
     long last_status;
@@ -107,6 +109,8 @@ static int attempt(comp_task *t)
     if (tg_call_set(g, 0, t->c->url, copy, t->body_len, t->hdr, t->c->timeout_ms) != 0)
         goto fail;
     copy = NULL; /* the group's now */
+    if (t->has_tls)
+        tg_call_tls(g, 0, &t->tls);
     tg_call_attempts_before(g, 0, t->attempts);
     if (tg_submit(t->loop, g) != 0)
         goto fail;
@@ -211,6 +215,10 @@ int comp_run_start(const comp_spec *s)
     t->body = s->body;
     t->body_len = s->body_len;
     t->last = "none";
+    if (s->tls != NULL) {
+        t->has_tls = 1;
+        t->tls = *s->tls;
+    }
     snprintf(t->order_id, sizeof t->order_id, "%s", s->order_id);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     t->rnd = ((uint64_t)ts.tv_nsec ^ ((uint64_t)(uintptr_t)t << 16)) | 1u; /* spread, not secrecy */

@@ -40,6 +40,8 @@ typedef struct comp_spec {
     char *body;              /* the undo body (lib/comp's comp_body); the task takes it */
     size_t body_len;
     const char *const *headers;    /* NULL-terminated "Name: value" lines, copied */
+    const tg_tls *tls;             /* the validation's TLS files, or NULL (copied; the strings
+                                    * are the config's and must outlive the task) */
     const comp_observer *observer; /* must outlive the task */
 } comp_spec;
 

@@ -785,7 +785,9 @@ static void compensate_one(co_checkout *c, const tg_group *g, size_t i)
     char *body =
         comp_body(u->body + id_at, u->key_at - 1 - id_at, v->name, u->body + u->key_at, u->key_len,
                   u->body + u->value_at, u->value_len, result, result ? r->raw_len : 0, &len);
-    const char *headers[] = {"Content-Type: application/json", h_id, h_key, NULL};
+    const char *common[] = {"Content-Type: application/json", h_id, h_key, NULL};
+    const char *lines[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1];
+    const tg_tls tls = {v->tls.ca_file, v->tls.cert_file, v->tls.key_file};
     snprintf(h_id, sizeof h_id, "X-Request-Id: %s", c->request_id);
     comp_idempotency_key(c->idempotency_key, c->request_id, v->name, key, sizeof key);
     snprintf(h_key, sizeof h_key, "Idempotency-Key: %s", key);
@@ -796,7 +798,8 @@ static void compensate_one(co_checkout *c, const tg_group *g, size_t i)
                       .order_id = c->order_id,
                       .body = body,
                       .body_len = len,
-                      .headers = headers,
+                      .headers = call_headers(v, common, lines), /* the validation's too */
+                      .tls = v->tls.ca_file != NULL || v->tls.cert_file != NULL ? &tls : NULL,
                       .observer = &s->comp_events};
     if (body == NULL || comp_run_start(&spec) != 0)
         jlog_event(JLOG_ERROR, "compensation_failed",

@@ -437,14 +437,18 @@ static void test_not_sent_not_compensated(void **state)
 
 /* ---- the undo request's answers ------------------------------------------------------------ */
 
-/* Two 503s then a 200: three requests, X-Checkout-Attempt 3 on the last, done. Then every request
- * fails: given up after attempts (3), compensation_failed names order, validation and the last
- * outcome, and never a header value. */
+/* Two 503s then a 200: three requests, X-Checkout-Attempt 3 on the last, the validation's
+ * configured header on it, done. Then every request fails: given up after attempts (3),
+ * compensation_failed names order, validation and the last outcome, and never a header value. */
 static void test_retries_and_giving_up(void **state)
 {
     (void)state;
     start_upstreams("0");
-    start_checkoutd(3000, "", NULL, ", \"timeout_ms\": 3000", pay_void("\"attempts\": 3"), NULL);
+    char *env[] = {"PAY_SECRET=sk-never-in-the-log", NULL};
+    start_checkoutd(
+        3000, "", NULL,
+        ", \"timeout_ms\": 3000, \"headers\": {\"Authorization\": \"Bearer ${PAY_SECRET}\"}",
+        pay_void("\"attempts\": 3"), env);
     fake_post(W.ports[2], "/_fake/undo?fail=2");
     http_reply r;
     checkout(&r, "ord-retry", ADDR_OK ", " ITEMS_OOS ", " PAY("tok_visa"));
@@ -460,6 +464,10 @@ static void test_retries_and_giving_up(void **state)
         json_string_value(json_object_get(json_object_get(last, "headers"), "idempotency-key"));
     assert_non_null(key); /* the request id's, the same on every attempt */
     assert_true(strlen(key) > 19 && strcmp(key + strlen(key) - 19, ":compensate:payment") == 0);
+    /* the validation's configured headers apply to its undo step too */
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(last, "headers"), "authorization")),
+        "Bearer sk-never-in-the-log");
     json_decref(last);
     assert_true(metric("checkoutd_compensation_requests_total{validation=\"payment\",outcome="
                        "\"upstream_error\"}") == 2);
@@ -481,6 +489,9 @@ static void test_retries_and_giving_up(void **state)
     assert_int_equal(json_integer_value(json_object_get(failed, "attempts")), 3);
     assert_int_equal(json_integer_value(json_object_get(failed, "http_status")), 503);
     json_decref(failed);
+    char *text = log_text();
+    assert_null(strstr(text, "sk-never-in-the-log")); /* never a header value */
+    free(text);
     assert_true(metric("checkoutd_compensations_pending") == 0);
 }
 
