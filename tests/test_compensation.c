@@ -9,6 +9,7 @@
 #include "support/http.h"
 #include "support/proc.h"
 #include "support/prom.h"
+#include "support/stub.h"
 
 #include <jansson.h>
 #include <setjmp.h>
@@ -32,7 +33,8 @@
 typedef struct world {
     proc fu, daemon;
     fault *flt;
-    int ports[3]; /* address, inventory, payment */
+    stub *slow_refusal; /* inventory's url when set: a 409 after a delay */
+    int ports[3];       /* address, inventory, payment */
     int port;
     char config_path[64], log_path[64];
 } world;
@@ -55,6 +57,7 @@ static int teardown(void **state)
     proc_stop(&W.daemon);
     proc_stop(&W.fu);
     fault_stop(W.flt);
+    stub_stop(W.slow_refusal);
     unlink(W.config_path);
     unlink(W.log_path);
     return 0;
@@ -79,7 +82,12 @@ static void start_upstreams(const char *latency_ms)
 static void start_checkoutd(long deadline_ms, const char *inv_comp, const char *pay_url,
                             const char *pay_extra, const char *pay_comp, char *const env[])
 {
-    char url[128], inv[512], pay[512];
+    char url[128], inv[512], pay[512], inv_url[128];
+    if (W.slow_refusal != NULL)
+        snprintf(inv_url, sizeof inv_url, "http://127.0.0.1:%d/check?status=409&delay_ms=300",
+                 stub_port(W.slow_refusal));
+    else
+        snprintf(inv_url, sizeof inv_url, "http://127.0.0.1:%d/check", W.ports[1]);
     if (pay_url == NULL) {
         snprintf(url, sizeof url, "http://127.0.0.1:%d/verify", W.ports[2]);
         pay_url = url;
@@ -96,9 +104,9 @@ static void start_checkoutd(long deadline_ms, const char *inv_comp, const char *
             "{\"name\": \"address\", \"field\": \"address\", \"url\": "
             "\"http://127.0.0.1:%d/validate\", \"timeout_ms\": 3000},"
             "{\"name\": \"inventory\", \"field\": \"items\", \"url\": "
-            "\"http://127.0.0.1:%d/check\", \"timeout_ms\": 3000%s},"
+            "\"%s\", \"timeout_ms\": 3000%s},"
             "{\"name\": \"payment\", \"field\": \"payment\", \"url\": \"%s\"%s%s}]}\n",
-            deadline_ms, W.ports[0], W.ports[1], inv, pay_url, pay_extra, pay);
+            deadline_ms, W.ports[0], inv_url, inv, pay_url, pay_extra, pay);
     fclose(f);
     W.port = proc_start_checkoutd(&W.daemon, W.config_path, NULL, env, W.log_path);
     assert_true(W.port > 0);
@@ -255,14 +263,17 @@ static json_t *log_event(const char *event, const char *needle)
 
 /* ---- which validations are compensated ---------------------------------------------------- */
 
-/* Payment authorised, inventory out of stock: a 422 compensating payment; the void carries the
- * order, the validation, the request's field unchanged and payment's success body; its headers
- * are X-Request-Id (the checkout's), Idempotency-Key <key>:compensate:payment (the quoted form's
- * quotes dropped) and X-Checkout-Attempt 1. */
+/* Payment authorised, then inventory out of stock (a 409 after 300 ms, so that payment surely
+ * answered first): a 422 compensating payment; the void carries the order, the validation, the
+ * request's field unchanged and payment's success body; its headers are X-Request-Id (the
+ * checkout's), Idempotency-Key <key>:compensate:payment (the quoted form's quotes dropped) and
+ * X-Checkout-Attempt 1. */
 static void test_payment_voided_when_inventory_refuses(void **state)
 {
     (void)state;
     start_upstreams("0");
+    W.slow_refusal = stub_start();
+    assert_non_null(W.slow_refusal);
     start_checkoutd(3000, inv_release(), NULL, ", \"timeout_ms\": 3000", pay_void(""), NULL);
     http_reply r;
     const char *hdrs[] = {"Idempotency-Key: \"k-void-1\"", "X-Request-Id: rid-void-1", NULL};
@@ -270,6 +281,7 @@ static void test_payment_voided_when_inventory_refuses(void **state)
     assert_non_null(r.json);
     assert_int_equal(r.status, 422);
     assert_int_equal(list_size(&r, "compensating"), 1);
+    assert_true(in_list(&r, "completed", "payment"));
     assert_true(in_list(&r, "compensating", "payment"));
     assert_false(in_list(&r, "compensating", "inventory")); /* it refused: nothing took effect */
     http_reply_free(&r);
