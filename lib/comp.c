@@ -18,11 +18,13 @@ int comp_needed(const tg_result *r, int sent)
         return 0;
     }
     switch (r->kind) {
-    case TG_TIMEOUT:
     case TG_INVALID_RESPONSE:
-        return 1; /* the request left; whether it took effect is unknown */
+        return 1; /* an answer came, so the request left; whether it took effect is unknown */
+    case TG_TIMEOUT:
     case TG_TRANSPORT:
-        return sent; /* refused before sending: nothing happened; reset after: unknown */
+        /* after sending: unknown. Before (refused, unresolvable, a TLS handshake that failed or
+         * timed out, a connect that timed out): nothing reached the upstream, nothing to undo */
+        return sent;
     default:
         return 0; /* rejected, upstream_error: the upstream said no, or that it failed */
     }

@@ -3,8 +3,9 @@
  * no I/O, no clock; the mechanism that sends the undo requests lives in lib/comp_run.
  *
  * A validation may have taken effect when it succeeded, when it was cancelled after one of its
- * requests had left, or when it failed with an unknown outcome (timeout, transport after sending,
- * invalid_response). One the upstream refused (rejected) or failed (upstream_error), or that never
+ * requests had left, or when it failed with an unknown outcome (timeout or transport after
+ * sending, invalid_response; a timeout while still connecting sent nothing, as the reference
+ * peer decides too). One the upstream refused (rejected) or failed (upstream_error), or that never
  * sent a request (cancelled before, circuit_open), has not. */
 #ifndef CHECKOUTD_COMP_H
 #define CHECKOUTD_COMP_H

@@ -30,7 +30,10 @@ struct comp_task {
     const char *last;
     long last_status;
     uint64_t rnd;
+    int has_result;
+    struct timespec started;
     char order_id[520];
+    char request_id[160];
 };
 
 static atomic_long pending, total_done, total_given_up;
@@ -63,6 +66,24 @@ const char *comp_task_name(const comp_task *t)
 const char *comp_task_order_id(const comp_task *t)
 {
     return t->order_id;
+}
+
+const char *comp_task_request_id(const comp_task *t)
+{
+    return t->request_id;
+}
+
+int comp_task_has_result(const comp_task *t)
+{
+    return t->has_result;
+}
+
+double comp_task_elapsed_ms(const comp_task *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->started.tv_sec) * 1e3 +
+           (double)(now.tv_nsec - t->started.tv_nsec) / 1e6;
 }
 
 unsigned comp_task_attempts(const comp_task *t)
@@ -220,7 +241,10 @@ int comp_run_start(const comp_spec *s)
         t->tls = *s->tls;
     }
     snprintf(t->order_id, sizeof t->order_id, "%s", s->order_id);
+    snprintf(t->request_id, sizeof t->request_id, "%s", s->request_id ? s->request_id : "");
+    t->has_result = s->has_result;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    t->started = ts;
     t->rnd = ((uint64_t)ts.tv_nsec ^ ((uint64_t)(uintptr_t)t << 16)) | 1u; /* spread, not secrecy */
     rc = copy_headers(t, s->headers);
     if (rc != 0)

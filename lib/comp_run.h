@@ -37,6 +37,8 @@ typedef struct comp_spec {
     const char *name;        /* the validation's name (outlives the task: the config's) */
     const cfg_compensate *c; /* url, timeout_ms, attempts, backoff (the config's) */
     const char *order_id;    /* copied */
+    const char *request_id;  /* copied */
+    int has_result;          /* the upstream's success body is in the undo body (else null) */
     char *body;              /* the undo body (lib/comp's comp_body); the task takes it */
     size_t body_len;
     const char *const *headers;    /* NULL-terminated "Name: value" lines, copied */
@@ -53,6 +55,9 @@ int comp_run_start(const comp_spec *spec);
 size_t comp_task_validation(const comp_task *t);
 const char *comp_task_name(const comp_task *t);
 const char *comp_task_order_id(const comp_task *t);
+const char *comp_task_request_id(const comp_task *t);
+int comp_task_has_result(const comp_task *t);
+double comp_task_elapsed_ms(const comp_task *t); /* since comp_run_start */
 unsigned comp_task_attempts(const comp_task *t); /* undo requests sent so far */
 /* The last request's outcome: "ok", a failure kind, or "cancelled" (the loop stopped); and its
  * HTTP status, 0 when none came. */

@@ -59,6 +59,7 @@ struct co_checkout {
     co_request kept;
     char *kept_mem;
     char *idempotency_key; /* the client's, when some validation has compensate */
+    char *traceparent;     /* the client's, when some validation has compensate */
     co_undo *undo;         /* [nvalidations] when some validation has compensate, else NULL */
 };
 
@@ -354,6 +355,8 @@ static int build_group(const co_service *s, co_checkout *c, json_t *order, const
         if (req->idempotency_key != NULL &&
             (c->idempotency_key = strdup(req->idempotency_key)) == NULL)
             return -1;
+        if (req->traceparent != NULL && (c->traceparent = strdup(req->traceparent)) == NULL)
+            return -1;
     }
     c->group = tg_group_new(s->cfg->nvalidations, s->cfg->deadline_ms, on_group_done, c);
     return c->group != NULL && build_calls(s, c, order, req, headers) == 0 ? 0 : -1;
@@ -420,6 +423,7 @@ static void checkout_free(co_checkout *c)
             free(c->undo[i].body);
     free(c->undo);
     free(c->idempotency_key);
+    free(c->traceparent);
     free(c);
 }
 
@@ -778,24 +782,30 @@ static void compensate_one(co_checkout *c, const tg_group *g, size_t i)
     const cfg_validation *v = &s->cfg->validations[i];
     const co_undo *u = &c->undo[i];
     const tg_result *r = tg_group_result(g, i);
-    char key[600], h_key[640], h_id[CO_ID_MAX + 32];
+    char key[600], h_key[640], h_id[CO_ID_MAX + 32], h_trace[600];
     size_t len = 0;
     const char *result = r->state == TG_OK ? r->raw : NULL;
     size_t id_at = sizeof "{\"order_id\":" - 1;
     char *body =
         comp_body(u->body + id_at, u->key_at - 1 - id_at, v->name, u->body + u->key_at, u->key_len,
                   u->body + u->value_at, u->value_len, result, result ? r->raw_len : 0, &len);
-    const char *common[] = {"Content-Type: application/json", h_id, h_key, NULL};
+    const char *common[] = {"Content-Type: application/json", h_id, h_key, NULL, NULL};
     const char *lines[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1];
     const tg_tls tls = {v->tls.ca_file, v->tls.cert_file, v->tls.key_file};
     snprintf(h_id, sizeof h_id, "X-Request-Id: %s", c->request_id);
     comp_idempotency_key(c->idempotency_key, c->request_id, v->name, key, sizeof key);
     snprintf(h_key, sizeof h_key, "Idempotency-Key: %s", key);
+    if (c->traceparent != NULL) { /* the undo belongs to the checkout's trace */
+        snprintf(h_trace, sizeof h_trace, "traceparent: %.512s", c->traceparent);
+        common[3] = h_trace;
+    }
     comp_spec spec = {.loop = s->loops[c->worker],
                       .validation = i,
                       .name = v->name,
                       .c = &v->compensate,
                       .order_id = c->order_id,
+                      .request_id = c->request_id,
+                      .has_result = result != NULL,
                       .body = body,
                       .body_len = len,
                       .headers = call_headers(v, common, lines), /* the validation's too */
@@ -804,7 +814,7 @@ static void compensate_one(co_checkout *c, const tg_group *g, size_t i)
     if (body == NULL || comp_run_start(&spec) != 0)
         jlog_event(JLOG_ERROR, "compensation_failed",
                    json_pack("{s:s, s:s, s:s, s:i, s:s}", "request_id", c->request_id, "order_id",
-                             c->order_id, "validation", v->name, "attempts", 0, "last",
+                             c->order_id, "validation", v->name, "attempts", 0, "last_outcome",
                              "not started"));
 }
 
@@ -820,8 +830,9 @@ static void comp_started(void *arg, const comp_task *t)
     co_service *s = arg;
     mx_comp_started(s->metrics);
     jlog_event(JLOG_INFO, "compensation_started",
-               json_pack("{s:s, s:s}", "order_id", comp_task_order_id(t), "validation",
-                         comp_task_name(t)));
+               json_pack("{s:s, s:s, s:s, s:b}", "request_id", comp_task_request_id(t), "order_id",
+                         comp_task_order_id(t), "validation", comp_task_name(t), "cancelled",
+                         !comp_task_has_result(t)));
 }
 
 static void comp_request(void *arg, const comp_task *t, tg_kind kind)
@@ -830,18 +841,21 @@ static void comp_request(void *arg, const comp_task *t, tg_kind kind)
     mx_comp_request(s->metrics, comp_task_validation(t), kind);
 }
 
-/* never a header value: the line names the order, the validation and what the last request got */
+/* The fields of the reference peer's lines; never a header value or a body. */
 static void comp_ended(void *arg, const comp_task *t, int done)
 {
     co_service *s = arg;
     mx_comp_ended(s->metrics, comp_task_validation(t), done);
     json_t *status =
         comp_task_last_status(t) > 0 ? json_integer(comp_task_last_status(t)) : json_null();
+    json_t *f = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "request_id", comp_task_request_id(t),
+                          "order_id", comp_task_order_id(t), "validation", comp_task_name(t),
+                          "attempts", (json_int_t)comp_task_attempts(t), "http_status", status,
+                          "elapsed_ms", eg_ms(comp_task_elapsed_ms(t)));
+    if (f != NULL && !done)
+        json_object_set_new(f, "last_outcome", json_string(comp_task_last(t)));
     jlog_event(done ? JLOG_INFO : JLOG_ERROR, done ? "compensation_done" : "compensation_failed",
-               json_pack("{s:s, s:s, s:I, s:s, s:o}", "order_id", comp_task_order_id(t),
-                         "validation", comp_task_name(t), "attempts",
-                         (json_int_t)comp_task_attempts(t), "last", comp_task_last(t),
-                         "http_status", status));
+               f);
 }
 
 /* Runs on the loop thread: the group allocated its results here, and they are freed here too.

@@ -117,7 +117,9 @@ static void drain(srv *server, tg_loop *const *loops, size_t nloops, const cfg *
     while (comp_run_pending() > 0 && now_s() < until) {
         if (sigtimedwait(sigs, NULL, &tick) > 0) {
             jlog_event(JLOG_WARN, "stop",
-                       json_pack("{s:s, s:i, s:I}", "reason", "second signal", "exit", 1,
+                       json_pack("{s:s, s:i, s:I, s:I, s:I}", "reason", "second signal", "exit", 1,
+                                 "compensations_done", (json_int_t)comp_run_done(),
+                                 "compensations_given_up", (json_int_t)comp_run_given_up(),
                                  "compensations_lost", (json_int_t)comp_run_pending()));
             _exit(1);
         }
@@ -278,9 +280,9 @@ int main(int argc, char **argv)
         ;
     drain(server, loops, nloops, &c, &sigs);
     jlog_event(JLOG_INFO, "stop",
-               json_pack("{s:s, s:i, s:{s:I, s:I}}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                         "exit", 0, "compensations", "done", (json_int_t)comp_run_done(),
-                         "given_up", (json_int_t)comp_run_given_up()));
+               json_pack("{s:s, s:i, s:I, s:I}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                         "exit", 0, "compensations_done", (json_int_t)comp_run_done(),
+                         "compensations_given_up", (json_int_t)comp_run_given_up()));
     rc = 0;
 out:
     stop_loops(loops, nloops);

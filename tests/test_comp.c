@@ -31,6 +31,7 @@ static void test_which(void **state)
     assert_int_equal(comp_needed(&r, 0), 0); /* cancelled before sending */
     r = result(TG_FAILED, TG_TIMEOUT);
     assert_int_equal(comp_needed(&r, 1), 1);
+    assert_int_equal(comp_needed(&r, 0), 0); /* timed out connecting: nothing left */
     r = result(TG_FAILED, TG_INVALID_RESPONSE);
     assert_int_equal(comp_needed(&r, 1), 1);
     r = result(TG_FAILED, TG_TRANSPORT);

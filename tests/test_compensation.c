@@ -276,7 +276,9 @@ static void test_payment_voided_when_inventory_refuses(void **state)
     assert_non_null(W.slow_refusal);
     start_checkoutd(3000, inv_release(), NULL, ", \"timeout_ms\": 3000", pay_void(""), NULL);
     http_reply r;
-    const char *hdrs[] = {"Idempotency-Key: \"k-void-1\"", "X-Request-Id: rid-void-1", NULL};
+    const char *hdrs[] = {"Idempotency-Key: \"k-void-1\"", "X-Request-Id: rid-void-1",
+                          "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                          NULL};
     checkout_h(&r, "ord-v1", ADDR_OK ", " ITEMS_OOS ", " PAY("tok_visa"), hdrs, 20000);
     assert_non_null(r.json);
     assert_int_equal(r.status, 422);
@@ -295,6 +297,8 @@ static void test_payment_voided_when_inventory_refuses(void **state)
                         "k-void-1:compensate:payment");
     assert_string_equal(json_string_value(json_object_get(h, "x-request-id")), "rid-void-1");
     assert_string_equal(json_string_value(json_object_get(h, "x-checkout-attempt")), "1");
+    assert_string_equal(json_string_value(json_object_get(h, "traceparent")),
+                        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     assert_string_equal(json_string_value(json_object_get(h, "content-type")), "application/json");
     assert_string_equal(json_string_value(json_object_get(b, "order_id")), "ord-v1");
     assert_string_equal(json_string_value(json_object_get(b, "validation")), "payment");
@@ -316,6 +320,8 @@ static void test_payment_voided_when_inventory_refuses(void **state)
     json_t *done = log_event("compensation_done", "ord-v1");
     assert_non_null(started);
     assert_non_null(done);
+    assert_string_equal(json_string_value(json_object_get(started, "request_id")), "rid-void-1");
+    assert_true(json_is_false(json_object_get(started, "cancelled"))); /* result is payment's */
     assert_string_equal(json_string_value(json_object_get(done, "validation")), "payment");
     assert_int_equal(json_integer_value(json_object_get(done, "attempts")), 1);
     json_decref(started);
@@ -397,9 +403,10 @@ static void test_unknown_outcomes_and_cancelled_after_sending(void **state)
     assert_int_equal(wait_undone(W.ports[2], "ord-canc", 1, 10000), 0);
 }
 
-/* Nothing sent, nothing undone: a refused connection (transport before sending), and a call
+/* Nothing sent, nothing undone: a refused connection (transport before sending), a call
  * cancelled while its TLS handshake hangs (the fault server never answers the ClientHello: no
- * request left). A reset after the request was sent (transport after sending) is compensated. */
+ * request left), and the same handshake timing out. A reset after the request was sent
+ * (transport after sending) is compensated. */
 static void test_not_sent_not_compensated(void **state)
 {
     (void)state;
@@ -433,6 +440,16 @@ static void test_not_sent_not_compensated(void **state)
     assert_true(in_list(&r, "cancelled", "payment"));
     assert_int_equal(list_size(&r, "compensating"), 0);
     http_reply_free(&r);
+    proc_stop(&W.daemon);
+
+    /* the same hanging handshake, now timing out: a timeout that sent nothing undoes nothing */
+    start_checkoutd(3000, inv_release(), url, ", \"timeout_ms\": 300", comp, NULL);
+    checkout(&r, "ord-tls-timeout", ADDR_OK ", " ITEMS_OK ", " PAY("tok_visa"));
+    assert_int_equal(r.status, 504);
+    assert_false(in_list(&r, "compensating", "payment"));
+    assert_true(in_list(&r, "compensating", "inventory"));
+    http_reply_free(&r);
+    assert_int_equal(wait_undone(W.ports[1], "ord-tls-timeout", 1, 10000), 0);
     proc_stop(&W.daemon);
 
     snprintf(url, sizeof url, "http://127.0.0.1:%d/reset_mid_answer", fault_port(W.flt));
@@ -497,7 +514,8 @@ static void test_retries_and_giving_up(void **state)
     json_t *failed = log_event("compensation_failed", "ord-giveup");
     assert_non_null(failed);
     assert_string_equal(json_string_value(json_object_get(failed, "validation")), "payment");
-    assert_string_equal(json_string_value(json_object_get(failed, "last")), "upstream_error");
+    assert_string_equal(json_string_value(json_object_get(failed, "last_outcome")),
+                        "upstream_error");
     assert_int_equal(json_integer_value(json_object_get(failed, "attempts")), 3);
     assert_int_equal(json_integer_value(json_object_get(failed, "http_status")), 503);
     json_decref(failed);
@@ -597,9 +615,8 @@ static void test_sigterm_lets_compensation_finish(void **state)
     assert_int_equal(undo_count(W.ports[2], "undone", "ord-term"), 1);
     json_t *stop = log_event("stop", NULL);
     assert_non_null(stop);
-    json_t *c = json_object_get(stop, "compensations");
-    assert_int_equal(json_integer_value(json_object_get(c, "done")), 1);
-    assert_int_equal(json_integer_value(json_object_get(c, "given_up")), 0);
+    assert_int_equal(json_integer_value(json_object_get(stop, "compensations_done")), 1);
+    assert_int_equal(json_integer_value(json_object_get(stop, "compensations_given_up")), 0);
     json_decref(stop);
 }
 
@@ -628,13 +645,12 @@ static void test_drain_bound_gives_up(void **state)
     assert_true(proc_now_ms() - t0 < 8000);
     json_t *stop = log_event("stop", NULL);
     assert_non_null(stop);
-    json_t *c = json_object_get(stop, "compensations");
-    assert_int_equal(json_integer_value(json_object_get(c, "done")), 0);
-    assert_int_equal(json_integer_value(json_object_get(c, "given_up")), 1);
+    assert_int_equal(json_integer_value(json_object_get(stop, "compensations_done")), 0);
+    assert_int_equal(json_integer_value(json_object_get(stop, "compensations_given_up")), 1);
     json_decref(stop);
     json_t *failed = log_event("compensation_failed", "ord-lost");
     assert_non_null(failed);
-    assert_string_equal(json_string_value(json_object_get(failed, "last")), "cancelled");
+    assert_string_equal(json_string_value(json_object_get(failed, "last_outcome")), "cancelled");
     json_decref(failed);
 }
 
