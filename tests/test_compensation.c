@@ -654,6 +654,64 @@ static void test_drain_bound_gives_up(void **state)
     json_decref(failed);
 }
 
+/* ---- idempotency ------------------------------------------------------------------------------
+ */
+
+/* A replay compensates nothing again: the stored 422 carries its compensating list, byte for byte,
+ * and the payment service sees no second void. A 502 whose checkout started a compensation
+ * (tok_garbage: invalid_response, undone) is stored like a 422 and replayed, with no upstream call;
+ * a 502 that compensated nothing (tok_error) is released: the same key runs again. */
+static void test_replay_compensates_nothing(void **state)
+{
+    (void)state;
+    start_upstreams("0");
+    start_checkoutd(3000, "", NULL, ", \"timeout_ms\": 3000", pay_void(""), NULL);
+    const char *k1[] = {"Idempotency-Key: k-replay-1", NULL};
+    http_reply r, again;
+    checkout_h(&r, "ord-rep", ADDR_OK ", " ITEMS_OOS ", " PAY("tok_visa"), k1, 20000);
+    assert_int_equal(r.status, 422);
+    assert_true(in_list(&r, "compensating", "payment"));
+    assert_int_equal(wait_undone(W.ports[2], "ord-rep", 1, 10000), 0);
+    checkout_h(&again, "ord-rep", ADDR_OK ", " ITEMS_OOS ", " PAY("tok_visa"), k1, 20000);
+    assert_int_equal(again.status, 422);
+    assert_non_null(http_reply_header(&again, "Idempotent-Replayed"));
+    assert_string_equal(again.body, r.body);
+    http_reply_free(&r);
+    http_reply_free(&again);
+    sleep_ms(300);
+    assert_int_equal(undo_count(W.ports[2], "undo_requests", "ord-rep"), 1);
+
+    const char *k2[] = {"Idempotency-Key: k-replay-502", NULL};
+    checkout_h(&r, "ord-502", ADDR_OK ", " ITEMS_OK ", " PAY("tok_garbage"), k2, 20000);
+    assert_int_equal(r.status, 502);
+    assert_true(in_list(&r, "compensating", "payment"));
+    assert_int_equal(wait_undone(W.ports[2], "ord-502", 1, 10000), 0);
+    json_t *st = fake_get(W.ports[2], "/_fake/stats");
+    json_int_t before = json_integer_value(json_object_get(st, "requests"));
+    json_decref(st);
+    checkout_h(&again, "ord-502", ADDR_OK ", " ITEMS_OK ", " PAY("tok_garbage"), k2, 20000);
+    assert_int_equal(again.status, 502);
+    assert_non_null(http_reply_header(&again, "Idempotent-Replayed"));
+    assert_string_equal(again.body, r.body);
+    http_reply_free(&r);
+    http_reply_free(&again);
+    sleep_ms(300);
+    st = fake_get(W.ports[2], "/_fake/stats");
+    assert_int_equal(json_integer_value(json_object_get(st, "requests")), before); /* no call */
+    json_decref(st);
+    assert_int_equal(undo_count(W.ports[2], "undo_requests", "ord-502"), 1);
+
+    const char *k3[] = {"Idempotency-Key: k-rerun-502", NULL};
+    checkout_h(&r, "ord-rerun", ADDR_OK ", " ITEMS_OK ", " PAY("tok_error"), k3, 20000);
+    assert_int_equal(r.status, 502);
+    assert_int_equal(list_size(&r, "compensating"), 0);
+    http_reply_free(&r);
+    checkout_h(&again, "ord-rerun", ADDR_OK ", " ITEMS_OK ", " PAY("tok_error"), k3, 20000);
+    assert_int_equal(again.status, 502);
+    assert_null(http_reply_header(&again, "Idempotent-Replayed")); /* it ran again */
+    http_reply_free(&again);
+}
+
 /* ---- config -----------------------------------------------------------------------------------
  */
 
@@ -712,6 +770,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_hangs_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_lets_compensation_finish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_bound_gives_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_compensates_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
