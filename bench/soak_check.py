@@ -71,6 +71,8 @@ def check(kind, code, body, names, strict):
     comp, canc = doc.get("completed"), doc.get("cancelled")
     if not isinstance(eg, dict) or not isinstance(comp, list) or not isinstance(canc, list):
         return "error_group/completed/cancelled missing"
+    if doc.get("compensating") != []:  # v1.2: always there; the soak configures no compensate
+        return f"compensating {doc.get('compensating')!r} (expected [] without compensate)"
     errs = eg.get("errors")
     if not isinstance(errs, list) or not errs:
         return "errors missing or empty"
