@@ -2,8 +2,10 @@
  *
  * One loop thread owns the CURLM handle, every easy handle and every running group; other threads
  * only push groups onto the submit queue (a mutex-guarded list) and wake the loop through an
- * eventfd. Group deadlines, retry backoffs and hedge delays live in the loop's timer heap
- * (lib/tg_timer.c); the attempts of a call with a policy are decided in lib/tg_attempt.c.
+ * eventfd. Group deadlines, retry backoffs, hedge delays and the public tg_timers live in THE loop
+ * timer heap (lib/tg_timer.c); the attempts of a call with a policy are decided in
+ * lib/tg_attempt.c; the epoll wait and libcurl's socket/timer callbacks are lib/tg_io.c; the
+ * per-transfer trace of a traced group is lib/tg_trace.c. They share only tg_internal.h.
  *
  * The loop drives libcurl with its event API (curl_multi_socket_action): libcurl tells the loop
  * which sockets to watch (CURLMOPT_SOCKETFUNCTION -> epoll_ctl) and when its next timer is due
@@ -12,12 +14,12 @@
  * curl_multi_perform and curl_multi_poll walk every transfer on every call, which is what made
  * thousands of checkouts in flight cost more CPU each than a few.
  *
- * A turn: run the hook; take submitted groups and start their calls; wait in epoll_wait until I/O,
- * curl's timer, the next group deadline, the hook's fd or timeout, or a wakeup; hand each ready
- * socket and a due timer to libcurl; read every finished transfer and classify it; expire
- * deadlines; then finish every group that failed or completed in this turn (cancelling its
- * remaining calls). Finishing after reading all messages is what makes "failures observed in the
- * same turn are all reported" hold. */
+ * A turn: run the fd watches and the hook; take submitted groups and start their calls; wait in
+ * epoll_wait until I/O, curl's timer, the next group deadline, the hook's fd or timeout, or a
+ * wakeup; hand each ready socket and a due timer to libcurl; read every finished transfer and
+ * classify it; expire due timers (deadlines, backoffs, hedges, public timers); then finish every
+ * group that failed or completed in this turn (cancelling its remaining calls). Finishing after
+ * reading all messages is what makes "failures observed in the same turn are all reported" hold. */
 #include "tg_internal.h"
 #include "tg_tls.h"
 #include "tg_watch.h"
@@ -37,11 +39,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* epoll_event.data of the loop's own fds; a libcurl socket's is the fd itself (>= 0). */
-#define TG_TAG_WAKE  (UINT64_C(1) << 32)
-#define TG_TAG_HOOK  (UINT64_C(2) << 32)
-#define TG_TAG_WATCH (UINT64_C(3) << 32) /* the epoll fd of tg_watch's set */
-
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static _Thread_local tg_loop *tls_running_loop; /* the loop whose thread this is, if any */
 
@@ -57,11 +54,6 @@ uint64_t tgi_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 #define now_ns tgi_now_ns
-
-static double ms_between(uint64_t from, uint64_t to)
-{
-    return to > from ? (double)(to - from) / 1e6 : 0.0;
-}
 
 /* ---- calls ------------------------------------------------------------------------------------
  */
@@ -199,57 +191,6 @@ void tg_call_record(tg_group *g, size_t i, int curl_code, long http_status, cons
         record_failure(c);
 }
 
-/* ---- attempts of a traced group: the one place where a transfer's timings are kept ---------- */
-
-static double info_ms(CURL *e, CURLINFO what)
-{
-    curl_off_t us = 0;
-    return curl_easy_getinfo(e, what, &us) == CURLE_OK && us > 0 ? (double)us / 1000.0 : 0.0;
-}
-
-/* Called as x's transfer leaves the multi handle, with its outcome (NULL: cancelled or aborted).
- * A few getinfo reads; nothing for an untraced group. */
-static void attempt_note(tg_xfer *x, const tg_result *outcome)
-{
-    tg_call *c = x->call;
-    tg_group *g = c->group;
-    if (g->attempts == NULL || c->nattempts >= TG_MAX_ATTEMPTS)
-        return;
-    size_t i = (size_t)(c - g->calls);
-    tg_attempt *a = &g->attempts[i * TG_MAX_ATTEMPTS + c->nattempts++];
-    long connects = 0;
-    a->start_ms = ms_between(g->start_ns, x->start_ns);
-    a->dns_ms = info_ms(x->easy, CURLINFO_NAMELOOKUP_TIME_T);
-    a->connect_ms = info_ms(x->easy, CURLINFO_CONNECT_TIME_T);
-    a->tls_ms = info_ms(x->easy, CURLINFO_APPCONNECT_TIME_T);
-    a->first_byte_ms = info_ms(x->easy, CURLINFO_STARTTRANSFER_TIME_T);
-    a->total_ms = info_ms(x->easy, CURLINFO_TOTAL_TIME_T);
-    if (a->total_ms == 0)
-        a->total_ms = ms_between(x->start_ns, now_ns()); /* cut off before libcurl timed it */
-    curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
-    /* no new connection, yet the request went out: it went on a cached one */
-    a->reused = connects == 0 && info_ms(x->easy, CURLINFO_PRETRANSFER_TIME_T) > 0;
-    a->http_status = outcome != NULL ? outcome->http_status : 0;
-    a->state = outcome != NULL ? outcome->state : TG_CANCELLED;
-    a->kind = outcome != NULL ? outcome->kind : TG_KIND_NONE;
-}
-
-int tg_group_trace(tg_group *g)
-{
-    if (g->attempts == NULL)
-        g->attempts = calloc(g->ncalls * TG_MAX_ATTEMPTS, sizeof(tg_attempt));
-    return g->attempts != NULL ? 0 : -ENOMEM;
-}
-
-size_t tg_call_attempts(const tg_group *g, size_t i, const tg_attempt **out)
-{
-    *out = NULL;
-    if (g->attempts == NULL || i >= g->ncalls)
-        return 0;
-    *out = &g->attempts[i * TG_MAX_ATTEMPTS];
-    return g->calls[i].nattempts;
-}
-
 /* Removing a running easy handle from the multi handle aborts its transfer: libcurl closes the
  * connection (it cannot be reused mid-answer), which is what the upstream sees as a cancel.
  * outcome is the transfer's (NULL: cancelled); a traced group records it. */
@@ -257,7 +198,8 @@ void tgi_xfer_detach(tg_loop *l, tg_xfer *x, const tg_result *outcome)
 {
     if (x->easy == NULL)
         return;
-    attempt_note(x, outcome);
+    if (x->call->group->attempts != NULL) /* traced: the untraced path pays one test */
+        tgi_attempt_note(x, outcome);
     /* Whether the request may have reached the upstream (compensation needs it): libcurl counts
      * the request's header bytes in CURLINFO_REQUEST_SIZE once it wrote them to the socket, and
      * sets the pretransfer time when the connection is ready and it is about to write. A
@@ -524,7 +466,7 @@ size_t tg_group_failures(const tg_group *g)
 
 double tg_group_elapsed_ms(const tg_group *g)
 {
-    return ms_between(g->start_ns, g->finish_ns);
+    return tgi_ms_between(g->start_ns, g->finish_ns);
 }
 
 void *tg_group_user(const tg_group *g)
@@ -626,7 +568,7 @@ static void on_deadline(tg_loop *l, tgi_timer *t, tg_group **finish)
         if (c->result.state != TG_PENDING)
             continue;
         tgi_result_clear(&c->result);
-        c->result.elapsed_ms = ms_between(c->start_ns, now);
+        c->result.elapsed_ms = tgi_ms_between(c->start_ns, now);
         result_fail(&c->result, TG_TIMEOUT, "checkout deadline of %ld ms passed", g->deadline_ms);
         record_failure(c);
         if (c->policy != NULL)
@@ -702,114 +644,12 @@ static void read_finished(tg_loop *l, tg_group **finish)
             tga_xfer_done(l, x, rc, status, finish);
             continue;
         }
-        c->result.elapsed_ms = ms_between(x->start_ns, now_ns());
+        c->result.elapsed_ms = tgi_ms_between(x->start_ns, now_ns());
         tgi_classify(&c->result, x, rc, status,
                      x->curl_error[0] ? x->curl_error : curl_easy_strerror(rc));
         tgi_xfer_detach(l, x, &c->result);
         tgi_call_final(c, finish);
     }
-}
-
-/* ms until the earliest of the next timer, libcurl's timer and max_wait_ms; rounded up, so that
- * the wait never ends before what it waits for. */
-static int wait_ms(const tg_loop *l, int max_wait_ms)
-{
-    uint64_t now = now_ns(), due = tgi_timer_next(l);
-    if (l->timer_set && l->timer_due < due)
-        due = l->timer_due;
-    if (due == UINT64_MAX)
-        return max_wait_ms;
-    if (due <= now)
-        return 0;
-    uint64_t ms = (due - now + 999999u) / 1000000u;
-    return ms < (uint64_t)max_wait_ms ? (int)ms : max_wait_ms;
-}
-
-/* CURLMOPT_SOCKETFUNCTION: libcurl says what to watch on s. socketp is NULL until the socket is in
- * the epoll set (curl_multi_assign marks it), so each socket costs one EPOLL_CTL_ADD, then MODs. */
-static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    (void)easy;
-    tg_loop *l = userp;
-    if (what == CURL_POLL_REMOVE) {
-        /* libcurl says so before it closes s; ENOENT/EBADF are harmless and ignored. */
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
-        return 0;
-    }
-    struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)s};
-    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-        ev.events |= EPOLLIN;
-    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-        ev.events |= EPOLLOUT;
-    if (socketp != NULL) {
-        epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev);
-        return 0;
-    }
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
-        epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev);
-    curl_multi_assign(l->multi, s, l);
-    return 0;
-}
-
-/* CURLMOPT_TIMERFUNCTION: when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT). */
-static int on_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    (void)multi;
-    tg_loop *l = userp;
-    l->timer_set = timeout_ms >= 0;
-    l->timer_due = timeout_ms > 0 ? now_ns() + (uint64_t)timeout_ms * 1000000u : now_ns();
-    return 0;
-}
-
-static void run_due_timer(tg_loop *l)
-{
-    int running = 0;
-    if (l->timer_set && l->timer_due <= now_ns()) {
-        l->timer_set = 0;
-        curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    }
-}
-
-static void drain_wakeups(tg_loop *l)
-{
-    uint64_t count;
-    while (read(l->wakefd, &count, sizeof count) == (ssize_t)sizeof count)
-        ;
-}
-
-/* The turn's wait (none when groups already wait to finish), then every ready socket to libcurl. */
-static void wait_and_dispatch(tg_loop *l, int max_wait_ms, int nowait)
-{
-    struct epoll_event events[TG_EVENTS];
-    int ms = nowait ? 0 : wait_ms(l, max_wait_ms);
-    long watch_ms = tgw_next_ms(l->watches);
-    if (watch_ms >= 0 && watch_ms < ms)
-        ms = (int)watch_ms;
-    if (l->has_hook && ms > 0 && l->hook.timeout_ms) {
-        long hook_ms = l->hook.timeout_ms(l->hook.arg);
-        if (hook_ms >= 0 && hook_ms < ms)
-            ms = (int)hook_ms;
-    }
-    int n = epoll_wait(l->epfd, events, TG_EVENTS, ms);
-    for (int i = 0; i < n; i++) {
-        uint64_t tag = events[i].data.u64;
-        if (tag == TG_TAG_WAKE) {
-            drain_wakeups(l);
-            continue;
-        }
-        if (tag == TG_TAG_HOOK || tag == TG_TAG_WATCH)
-            continue; /* the hook and the watches run first in the next turn */
-        int flags = 0;
-        if (events[i].events & EPOLLIN)
-            flags |= CURL_CSELECT_IN;
-        if (events[i].events & EPOLLOUT)
-            flags |= CURL_CSELECT_OUT;
-        if (events[i].events & (EPOLLERR | EPOLLHUP))
-            flags |= CURL_CSELECT_ERR;
-        int running = 0;
-        curl_multi_socket_action(l->multi, (curl_socket_t)tag, flags, &running);
-    }
-    run_due_timer(l);
 }
 
 int tg_loop_run_once(tg_loop *l, int max_wait_ms)
@@ -825,9 +665,10 @@ int tg_loop_run_once(tg_loop *l, int max_wait_ms)
         group_start(l, g, &finish);
         g = next;
     }
-    run_due_timer(l); /* a new transfer's timer is due at once: it connects now, not next turn */
+    tgi_curl_timer_run(
+        l); /* a new transfer's timer is due at once: it connects now, not next turn */
     read_finished(l, &finish);
-    wait_and_dispatch(l, max_wait_ms, finish != NULL);
+    tgi_wait_and_dispatch(l, max_wait_ms, finish != NULL);
     read_finished(l, &finish);
     tgi_timers_run(l, now_ns(), &finish);
     finish_all(l, finish);
@@ -862,10 +703,7 @@ tg_loop *tg_loop_new(const tg_loop_options *opts)
     l->multi = curl_multi_init();
     if (l->multi == NULL)
         goto fail;
-    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
-    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+    tgi_curl_events(l);
     if (opts && opts->max_connections > 0)
         curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, opts->max_connections);
     pthread_mutex_init(&l->lock, NULL);
@@ -960,14 +798,7 @@ void tg_loop_stop(tg_loop *l)
         tgi_finish_later(&finish, g);
         g = next;
     }
-    /* every running group has its deadline on the heap; backoffs and hedges name theirs; an
-     * alarm has none and is told that the loop stopped */
-    for (tgi_timer *t = tgi_timer_pop(l); t != NULL; t = tgi_timer_pop(l)) {
-        if (t->group != NULL)
-            tgi_finish_later(&finish, t->group);
-        else
-            tgi_alarm_fire(t, 1);
-    }
+    tgi_timers_drain(l, &finish); /* the groups whose timers run; public timers are dropped */
     finish_all(l, finish);
 }
 

@@ -1,5 +1,6 @@
 /* tg_internal — what the files of the task-group mechanism share: lib/tg.c (loop, groups,
- * transfers), lib/tg_timer.c (the loop's timer heap) and lib/tg_attempt.c (the attempts of a call
+ * transfers), lib/tg_timer.c (THE loop timer heap: every timer of the loop, the public tg_timer
+ * included) and lib/tg_attempt.c (the attempts of a call
  * with a policy: retries, hedge, breaker). Not part of tg's public contract (tg.h).
  *
  * A call is a sequence of attempts; an attempt is one transfer (xfer) and, with a hedge, a
@@ -11,6 +12,7 @@
 #define CHECKOUTD_TG_INTERNAL_H
 
 #include "tg.h"
+#include "tg_timer.h"
 #include "tg_watch.h"
 
 #include <curl/curl.h>
@@ -24,20 +26,12 @@
 #define TG_EVENTS       256  /* epoll events taken per wait; more simply wait for the next turn */
 #define TG_NO_VERDICT   (-1) /* a call holds no breaker admission */
 
-typedef struct tgi_timer tgi_timer;
-typedef struct tg_call tg_call;
+/* epoll_event.data of the loop's own fds; a libcurl socket's is the fd itself (>= 0). */
+#define TG_TAG_WAKE  (UINT64_C(1) << 32)
+#define TG_TAG_HOOK  (UINT64_C(2) << 32)
+#define TG_TAG_WATCH (UINT64_C(3) << 32) /* the epoll fd of tg_watch's set */
 
-/* A timer of the loop (libuv's model): the element keeps its heap index, so that start and stop
- * are O(log n) and the next due one is O(1). fn runs on the loop thread once due, after the timer
- * was taken off the heap; it may add groups to finish. */
-typedef void (*tgi_timer_fn)(tg_loop *l, tgi_timer *t, tg_group **finish);
-struct tgi_timer {
-    uint64_t due_ns;
-    size_t index; /* in the heap; SIZE_MAX when not in it */
-    tgi_timer_fn fn;
-    void *arg;
-    tg_group *group; /* whose timer it is: the loop's stop finishes that group */
-};
+typedef struct tg_call tg_call;
 
 /* One HTTP request upstream. */
 typedef struct tg_xfer {
@@ -111,7 +105,7 @@ struct tg_loop {
     tg_group *queue_head, *queue_tail;
     int closed; /* no more submissions (stopping) */
 
-    tgi_timer **timers; /* the timer heap: group deadlines, backoffs, hedges */
+    tgi_timer **timers; /* THE timer heap: deadlines, backoffs, hedges, public tg_timers */
     size_t ntimers, timers_cap;
     size_t ngroups; /* groups started and not yet finished */
     uint64_t rnd;   /* xorshift state for backoff jitter */
@@ -129,7 +123,7 @@ struct tg_loop {
     int no_proxy; /* no proxy variable was set at start: skip libcurl's lookups per transfer */
     int has_hook;
     tg_hook hook;
-    tgw_set *watches; /* fd watches and timers (lib/tg_watch.c) */
+    tgw_set *watches; /* fd watches (lib/tg_watch.c); their timers are in the heap above */
 };
 
 /* ---- lib/tg_timer.c ---- */
@@ -142,13 +136,18 @@ void tgi_timer_stop(tg_loop *l, tgi_timer *t);
 uint64_t tgi_timer_next(const tg_loop *l);
 /* Runs every timer due at now_ns, earliest first. */
 void tgi_timers_run(tg_loop *l, uint64_t now_ns, tg_group **finish);
-/* The earliest timer, taken off the heap; NULL when none (the loop's stop drains them). */
+/* The earliest timer, taken off the heap; NULL when none. */
 tgi_timer *tgi_timer_pop(tg_loop *l);
-/* An alarm's timer (group NULL) fired, or the loop stopped: frees it and calls its function. */
-void tgi_alarm_fire(tgi_timer *t, int stopped);
+/* The loop's stop: takes every timer off the heap; a group's timer puts its group on finish, an
+ * alarm is fired with stopped 1 (and freed), a public tg_timer is dropped unfired (not running). */
+void tgi_timers_drain(tg_loop *l, tg_group **finish);
 
-/* ---- lib/tg.c, used by lib/tg_attempt.c ---- */
+/* ---- lib/tg.c, used by lib/tg_attempt.c, lib/tg_io.c, lib/tg_trace.c ---- */
 uint64_t tgi_now_ns(void);
+static inline double tgi_ms_between(uint64_t from, uint64_t to)
+{
+    return to > from ? (double)(to - from) / 1e6 : 0.0;
+}
 /* Starts one request of c on x with a CURLOPT_TIMEOUT_MS of timeout_ms; it gets the next
  * X-Checkout-Attempt number and X-Checkout-Timeout-Ms (timeout_ms, or less when the group's
  * deadline comes first). 0 or -ENOMEM. */
@@ -165,6 +164,20 @@ void tgi_call_final(tg_call *c, tg_group **finish);
 void tgi_finish_later(tg_group **list, tg_group *g);
 /* Drops the answer part of r (body, status, kind, message), keeps the counters. */
 void tgi_result_clear(tg_result *r);
+
+/* ---- lib/tg_io.c: the loop's epoll wait and libcurl's event API ---- */
+/* Sets the multi handle's socket and timer callbacks (epoll_ctl on l->epfd, l->timer_due). */
+void tgi_curl_events(tg_loop *l);
+/* Hands libcurl its timeout when its timer is due. */
+void tgi_curl_timer_run(tg_loop *l);
+/* The turn's wait (0 ms when nowait; else until the heap's next timer, libcurl's timer, the
+ * hook's timeout or max_wait_ms), then every ready socket to libcurl and libcurl's due timer. */
+void tgi_wait_and_dispatch(tg_loop *l, int max_wait_ms, int nowait);
+
+/* ---- lib/tg_trace.c: the attempts of a traced group (tg_group_trace) ---- */
+/* x's transfer leaves the multi handle with outcome (NULL: cancelled or aborted); g->attempts is
+ * non-NULL (the caller tests it, so that an untraced group pays no call). */
+void tgi_attempt_note(tg_xfer *x, const tg_result *outcome);
 
 /* ---- lib/tg_attempt.c ---- */
 /* Admits every call of g that has a breaker before any request is sent. 1 when a breaker refused

@@ -1,8 +1,13 @@
-/* tgi_timer — the loop's timers: a binary min-heap of tgi_timer pointers by due time, each element
- * keeping its index (libuv's timer.c), so start/stop are O(log n) and the next due is O(1). Group
- * deadlines, retry backoffs and hedge delays all live here; the loop's wait ends at the earliest.
- * Loop thread only. */
+/* tg_timer — THE loop timer heap: the one binary min-heap of a tg_loop, of tgi_timer pointers by
+ * due time, each node keeping its index (libuv's timer.c), so start/stop are O(log n) and the
+ * next due is O(1). Every timer of the loop is a node here: group deadlines, retry backoffs and
+ * hedge delays (tgi_timer_start), the compensation backoffs (tg_alarm of tg.h, a node in its own
+ * allocation) and the public tg_timer of tg_watch.h (the Redis client's command timeouts and
+ * reconnect backoff), which embeds its node. The loop's wait ends at the
+ * earliest node; due nodes run at the end of a turn (tgi_timers_run). Loop thread only.
+ * The node is lib/tg_timer.h; these functions are declared in tg_internal.h and tg_watch.h. */
 #include "tg_internal.h"
+#include "tg_watch.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -101,14 +106,17 @@ void tgi_timers_run(tg_loop *l, uint64_t now_ns, tg_group **finish)
     }
 }
 
-/* A tg_alarm: the timer first, so that the heap's element is the allocation. */
+/* ---- tg_alarm (tg.h): a node of this heap in its own allocation ---- */
+
+/* A tg_alarm: the node first, so that the heap's element is the allocation. */
 typedef struct tg_alarm_timer {
     tgi_timer timer;
     tg_alarm_fn fn;
     void *arg;
 } tg_alarm_timer;
 
-void tgi_alarm_fire(tgi_timer *t, int stopped)
+/* An alarm fired (stopped 0) or the loop stopped first (1): frees it, then calls its function. */
+static void alarm_fire(tgi_timer *t, int stopped)
 {
     tg_alarm_timer *a = (tg_alarm_timer *)t;
     tg_alarm_fn fn = a->fn;
@@ -121,7 +129,7 @@ static void on_alarm(tg_loop *l, tgi_timer *t, tg_group **finish)
 {
     (void)l;
     (void)finish;
-    tgi_alarm_fire(t, 0);
+    alarm_fire(t, 0);
 }
 
 int tg_alarm(tg_loop *l, long ms, tg_alarm_fn fn, void *arg)
@@ -140,4 +148,56 @@ int tg_alarm(tg_loop *l, long ms, tg_alarm_fn fn, void *arg)
         return -ENOMEM;
     }
     return 0;
+}
+
+void tgi_timers_drain(tg_loop *l, tg_group **finish)
+{
+    /* every running group has its deadline on the heap; backoffs and hedges name theirs; an
+     * alarm has none and is told that the loop stopped; a public tg_timer has none either: it is
+     * dropped unfired, its memory is its owner's */
+    for (tgi_timer *t = tgi_timer_pop(l); t != NULL; t = tgi_timer_pop(l)) {
+        if (t->group != NULL)
+            tgi_finish_later(finish, t->group);
+        else if (t->fn == on_alarm)
+            alarm_fire(t, 1);
+    }
+}
+
+/* ---- the public tg_timer (tg_watch.h): a node of this heap and a callback ---- */
+
+static void on_public_timer(tg_loop *l, tgi_timer *node, tg_group **finish)
+{
+    (void)l;
+    (void)finish;
+    tg_timer *t = node->arg;
+    t->cb(t, t->arg);
+}
+
+void tg_timer_init(tg_timer *t)
+{
+    t->node.due_ns = 0;
+    t->node.index = SIZE_MAX;
+    t->node.fn = NULL;
+    t->node.arg = NULL;
+    t->node.group = NULL;
+    t->cb = NULL;
+    t->arg = NULL;
+}
+
+int tg_timer_running(const tg_timer *t)
+{
+    return t->node.index != SIZE_MAX;
+}
+
+int tg_timer_start(tg_loop *l, tg_timer *t, long ms, tg_timer_fn cb, void *arg)
+{
+    uint64_t due = tgi_now_ns() + (uint64_t)(ms > 0 ? ms : 0) * 1000000u;
+    t->cb = cb;
+    t->arg = arg;
+    return tgi_timer_start(l, &t->node, due, on_public_timer, t, NULL);
+}
+
+void tg_timer_stop(tg_loop *l, tg_timer *t)
+{
+    tgi_timer_stop(l, &t->node);
 }
