@@ -246,8 +246,15 @@ static void never(tg_timer *t, void *arg)
     (*fired)++;
 }
 
+static void on_alarm_at_stop(void *arg, int stopped)
+{
+    int *got = arg;
+    *got = stopped ? 2 : 1;
+}
+
 /* A timer still running when the loop stops is dropped unfired; the loop frees with it pending
- * (ASan's leak check covers "no leak"), and stopping it afterwards is a no-op. */
+ * (ASan's leak check covers "no leak"), and stopping it afterwards is a no-op. A tg_alarm beside
+ * it in the same heap is told that the loop stopped (and freed). */
 static void test_timer_pending_at_stop(void **state)
 {
     (void)state;
@@ -258,9 +265,12 @@ static void test_timer_pending_at_stop(void **state)
     tg_timer_init(&b);
     assert_int_equal(tg_timer_start(l, &a, 10000, never, &fired), 0);
     assert_int_equal(tg_timer_start(l, &b, 20000, never, &fired), 0);
+    int alarm = 0;
+    assert_int_equal(tg_alarm(l, 15000, on_alarm_at_stop, &alarm), 0);
     assert_int_equal(tg_loop_start(l), 0);
     tg_loop_stop(l);
     assert_int_equal(fired, 0);
+    assert_int_equal(alarm, 2);
     assert_false(tg_timer_running(&a));
     assert_false(tg_timer_running(&b));
     tg_timer_stop(l, &a);
