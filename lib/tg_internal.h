@@ -1,7 +1,8 @@
 /* tg_internal — what the files of the task-group mechanism share: lib/tg.c (loop, groups,
- * transfers), lib/tg_timer.c (THE loop timer heap: every timer of the loop, the public tg_timer
- * included) and lib/tg_attempt.c (the attempts of a call
- * with a policy: retries, hedge, breaker). Not part of tg's public contract (tg.h).
+ * transfers), lib/tg_io.c (the epoll wait, libcurl's socket/timer callbacks), lib/tg_trace.c
+ * (traced groups' attempts), lib/tg_timer.c (THE loop timer heap: every timer of the loop,
+ * tg_alarm and the public tg_timer included) and lib/tg_attempt.c (the attempts of a call with
+ * a policy: retries, hedge, breaker). Not part of tg's public contract (tg.h).
  *
  * A call is a sequence of attempts; an attempt is one transfer (xfer) and, with a hedge, a
  * second identical one beside it (*hedge, allocated when the first hedge is sent, so that a group

@@ -14,8 +14,8 @@
  * Costs: a watch is one EPOLL_CTL per change on a second epoll set (nested in the loop's, so tg.c
  * has one more fd, not one more kind of event); a turn with a ready watch costs one epoll_wait
  * (timeout 0) per ready fd. A timer is a node of THE loop timer heap (lib/tg_timer.c, shared
- * with group deadlines, backoffs and hedges): O(log n) start/stop, O(1) next due, no allocation
- * but the heap's array growing (doubling). */
+ * with group deadlines, backoffs, hedges and tg_alarm): O(log n) start/stop, O(1) next due, no
+ * allocation but the heap's array growing (doubling). */
 #ifndef CHECKOUTD_TG_WATCH_H
 #define CHECKOUTD_TG_WATCH_H
 
