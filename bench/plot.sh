@@ -59,7 +59,7 @@ rounds=$(cat "$tmp/rounds")
 when=$(basename "$raw" .tsv | sed 's/^bench-//')
 
 {
-  echo "set terminal pngcairo size $((420 * n + 80)),760 font 'sans,10'"
+  echo "set terminal pngcairo noenhanced size $((420 * n + 80)),760 font 'sans,10'"
   echo "set output '$out'"
   echo "set multiplot layout 2,$n title \"checkoutd (C) and the reference peer (Python): medians over $rounds round(s), run $when\" font 'sans,12'"
   echo "set style data histograms"
