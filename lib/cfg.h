@@ -193,6 +193,10 @@ int cfg_load_string(cfg *out, const char *json_text, const char *source, cfg_get
  * cfg_load_string. */
 int cfg_load_file(cfg *out, const char *path, cfg_getenv_fn getenv_fn, char *err, size_t errlen);
 
+/* url with its userinfo (user:password@) replaced by "***@", for logs: http:// + *** + @h/x. A URL
+ * without userinfo is copied as it is; out is cut to cap (always NUL-terminated when cap > 0). */
+void cfg_url_redact(const char *url, char *out, size_t cap);
+
 /* Releases what c owns and zeroes it; safe on a zeroed cfg, twice in a row, and on NULL. */
 void cfg_free(cfg *c);
 

@@ -2,6 +2,7 @@
 #include "cfg_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,4 +155,20 @@ int cfg_parse_long(const char *s, long *out)
         return -1;
     *out = v;
     return 0;
+}
+
+void cfg_url_redact(const char *url, char *out, size_t cap)
+{
+    const char *auth = strstr(url, "://");
+    auth = auth ? auth + 3 : url;
+    size_t authlen = strcspn(auth, "/?#");
+    const char *at = NULL;
+    for (size_t i = 0; i < authlen; i++) {
+        if (auth[i] == '@')
+            at = auth + i; /* the last '@' of the authority ends the userinfo */
+    }
+    if (at == NULL)
+        snprintf(out, cap, "%s", url);
+    else
+        snprintf(out, cap, "%.*s***%s", (int)(auth - url), url, at);
 }

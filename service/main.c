@@ -134,9 +134,11 @@ static void log_start(const cfg *c, int port)
     json_t *vals = json_array();
     for (size_t i = 0; i < c->nvalidations; i++) {
         const cfg_validation *v = &c->validations[i];
+        char url[1024]; /* userinfo is a secret like a header value: never in a log line */
+        cfg_url_redact(v->url, url, sizeof url);
         json_array_append_new(vals,
                               json_pack("{s:s, s:s, s:s, s:I}", "name", v->name, "field", v->field,
-                                        "url", v->url, "timeout_ms", (json_int_t)v->timeout_ms));
+                                        "url", url, "timeout_ms", (json_int_t)v->timeout_ms));
     }
     jlog_event(JLOG_INFO, "start",
                json_pack("{s:s, s:s, s:i, s:I, s:I, s:o}", "version", CHECKOUTD_VERSION, "host",

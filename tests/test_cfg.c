@@ -982,6 +982,24 @@ static void test_small_err_buffer(void **state)
     assert_zeroed(&c);
 }
 
+/* Userinfo never reaches a log line: the start line shows cfg_url_redact's form. */
+static void test_url_redact(void **state)
+{
+    char out[64];
+
+    (void)state;
+    cfg_url_redact("http://user:pw@h:81/x?q=a@b", out, sizeof out);
+    assert_string_equal(out, "http://***@h:81/x?q=a@b");
+    cfg_url_redact("https://a@b@h/", out, sizeof out);
+    assert_string_equal(out, "https://***@h/");
+    cfg_url_redact("http://h/p@q", out, sizeof out);
+    assert_string_equal(out, "http://h/p@q");
+    cfg_url_redact("http://127.0.0.1:9103/verify", out, sizeof out);
+    assert_string_equal(out, "http://127.0.0.1:9103/verify");
+    cfg_url_redact("http://user:secret@h/", out, 12);
+    assert_string_equal(out, "http://***@");
+}
+
 static void test_free_is_idempotent(void **state)
 {
     cfg c;
@@ -1171,6 +1189,7 @@ int main(void)
         cmocka_unit_test(test_file_with_nul),
         cmocka_unit_test(test_long_value_cut),
         cmocka_unit_test(test_small_err_buffer),
+        cmocka_unit_test(test_url_redact),
         cmocka_unit_test(test_free_is_idempotent),
         cmocka_unit_test(test_edge_keys),
         cmocka_unit_test(test_idempotency_defaults),
