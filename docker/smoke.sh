@@ -293,6 +293,17 @@ for _ in $(seq 1 100); do
 done
 [ "$(stats | awk -F, '$1 == "checkoutd" && $18 == "UP" && $2 ~ /^c[123]$/' | wc -l)" = 3 ] ||
   fail "compose.scale.yaml: haproxy does not see 3 replicas UP: $(stats | cut -d, -f1,2,18,37)"
+# Warm-up (the known open bug, README "Podman on these machines"): right after the replicas start,
+# a worker of one of them can stop answering for 10+ s (suspected: a cold lookup of "upstreams" in
+# the new network's DNS, and libcurl 7.88's threaded resolver, which joins its lookup thread when a
+# timed-out transfer is removed, blocking that worker's loop). Up to 60 s for one accepted checkout
+# through haproxy before the strict checks; how long it took is printed.
+warm=$SECONDS
+for _ in $(seq 1 6); do
+  [ "$(post "$P_SCALE" "$ACCEPTED" /dev/null | cut -d' ' -f1)" = 200 ] && break
+  sleep 1
+done
+ok "compose.scale.yaml: first accepted checkout through haproxy after $((SECONDS - warm)) s"
 check_checkouts "$P_SCALE" "compose.scale.yaml (haproxy)"
 for _ in $(seq 1 9); do post "$P_SCALE" "$ACCEPTED" /dev/null; echo; done >"$WORK/scale1"
 [ "$(grep -c '^200 ' "$WORK/scale1")" = 9 ] || fail "compose.scale.yaml: $(sort "$WORK/scale1" | cut -d' ' -f1 | uniq -c)"
