@@ -298,12 +298,13 @@ done
 # the new network's DNS, and libcurl 7.88's threaded resolver, which joins its lookup thread when a
 # timed-out transfer is removed, blocking that worker's loop). Up to 60 s for one accepted checkout
 # through haproxy before the strict checks; how long it took is printed.
-warm=$SECONDS
+warm=$SECONDS warmed=""
 for _ in $(seq 1 6); do
-  [ "$(post "$P_SCALE" "$ACCEPTED" /dev/null | cut -d' ' -f1)" = 200 ] && break
+  [ "$(post "$P_SCALE" "$ACCEPTED" /dev/null | cut -d' ' -f1)" = 200 ] && warmed=1 && break
   sleep 1
 done
-ok "compose.scale.yaml: first accepted checkout through haproxy after $((SECONDS - warm)) s"
+[ -n "$warmed" ] && ok "compose.scale.yaml: first accepted checkout through haproxy after $((SECONDS - warm)) s" ||
+  echo "WARN compose.scale.yaml: no accepted checkout through haproxy in $((SECONDS - warm)) s (the known stall)"
 check_checkouts "$P_SCALE" "compose.scale.yaml (haproxy)"
 for _ in $(seq 1 9); do post "$P_SCALE" "$ACCEPTED" /dev/null; echo; done >"$WORK/scale1"
 [ "$(grep -c '^200 ' "$WORK/scale1")" = 9 ] || fail "compose.scale.yaml: $(sort "$WORK/scale1" | cut -d' ' -f1 | uniq -c)"
