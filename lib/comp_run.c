@@ -144,12 +144,7 @@ fail:
 
 static uint64_t next_random(comp_task *t)
 {
-    uint64_t x = t->rnd;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    t->rnd = x;
-    return x;
+    return retry_xorshift(&t->rnd);
 }
 
 static void on_backoff(void *arg, int stopped)

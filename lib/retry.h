@@ -35,6 +35,17 @@ unsigned retry_kind_bit(const char *name);
  * attempt being the number of attempts made so far (a retry needs attempt < p->attempts). */
 int retry_may_retry(const retry_policy *p, unsigned kind_bit, long attempt);
 
+/* One xorshift64 step of *state (non-zero): the jitter's random numbers, cheap, not secret. */
+static inline uint64_t retry_xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return x;
+}
+
 /* The milliseconds to wait before attempt n (n >= 2): retry_after_ms when >= 0 (a 503's
  * Retry-After), else rnd reduced uniformly into [0, min(max_backoff_ms, backoff_ms * 2^(n-2))].
  * rnd is any 64-bit random number. Never overflows (the exponent is capped). */

@@ -39,12 +39,7 @@ static double ms_between(uint64_t from, uint64_t to)
 
 static uint64_t next_random(tg_loop *l)
 {
-    uint64_t x = l->rnd;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    l->rnd = x;
-    return x;
+    return retry_xorshift(&l->rnd);
 }
 
 static unsigned kind_bit(tg_kind k)
