@@ -6,7 +6,7 @@
 MODE     ?= release
 B        := build/$(MODE)
 CC       ?= cc
-PKGS     := libmicrohttpd libcurl jansson hiredis libcrypto
+PKGS     := libmicrohttpd libcurl jansson hiredis libcrypto libcares sqlite3
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla
