@@ -5,7 +5,8 @@
 // /readyz (200 and 503 draining), /status.json, /metrics — and validates each status, body and
 // documented header against the operation's response in openapi.yaml (Ajv, JSON Schema 2020-12).
 // A response header of the API (X-Request-Id, Idempotent-Replayed, Retry-After, Allow,
-// Cache-Control) that the document does not list for that response is a failure too.
+// Cache-Control) that the document does not list for that response is a failure too. So is a
+// /checkout answer quoted in README.md or docs/*.md whose body does not conform (documentedAnswers).
 // Not provokable here (documented, schema-checked only by redocly's lint): 408 request_timeout,
 // 503 journal_unavailable, kind "interrupted", /readyz "resolving" (v1.3, other branches), 500.
 // Usage (tests/docs/run.sh): node live.test.mjs, from the repository root
@@ -16,7 +17,7 @@ import { parse } from "yaml";
 import { spawn } from "node:child_process";
 import http from "node:http";
 import net from "node:net";
-import { mkdtempSync, writeFileSync, rmSync, readFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync, rmSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -55,8 +56,9 @@ function responseOf(path, method, status) {
   return r ? { r, ptr } : null;
 }
 
-// Validates one answer; returns a list of problems (empty: it conforms).
-function conforms(path, method, ans) {
+// Validates one answer; returns a list of problems (empty: it conforms). headers false: the body
+// alone (an answer quoted in the docs).
+function conforms(path, method, ans, headers = true) {
   const found = responseOf(path, method, ans.status);
   if (!found) return [`status ${ans.status} is not documented for ${method.toUpperCase()} ${path}`];
   const { r, ptr } = found;
@@ -74,6 +76,7 @@ function conforms(path, method, ans) {
       problems.push(...validate.errors.map((e) => `body${e.instancePath} ${e.message}${e.params?.additionalProperty ? ` (${e.params.additionalProperty})` : ""}`));
   }
   const documented = {};
+  if (!headers) return problems;
   for (const [name, h0] of Object.entries(r.headers || {})) {
     const hptr = h0.$ref ? h0.$ref : `${ptr}/headers/${esc(name)}`;
     const h = h0.$ref ? h0.$ref.split("/").slice(1).reduce((o, k) => o[k], doc) : h0;
@@ -170,7 +173,36 @@ async function freePort() {
   return port;
 }
 
+// The answers the documentation quotes (```json blocks of README.md and docs/*.md that are a
+// /checkout answer, after an optional "HTTP 422 (in 0.002 s)" line) conform too.
+const CODE_STATUS = { invalid_json: 400, invalid_request: 400, body_too_large: 413, unsupported_media_type: 415,
+  method_not_allowed: 405, not_found: 404, idempotency_in_progress: 409, idempotency_key_reused: 422 };
+function documentedAnswers() {
+  const files = ["README.md", ...readdirSync("docs").filter((f) => f.endsWith(".md")).sort().map((f) => `docs/${f}`)];
+  let n = 0;
+  for (const f of files) {
+    const text = readFileSync(f, "utf8");
+    for (const m of text.matchAll(/```\w*\n([\s\S]*?)```/g)) {
+      const http = /^HTTP (\d{3})[^\n]*\n/.exec(m[1]);
+      let body;
+      try { body = JSON.parse(http ? m[1].slice(http[0].length) : m[1]); } catch { continue; }
+      if (body === null || typeof body !== "object" || "event" in body || // a log line
+          !(("order_id" in body && "status" in body) || "error" in body)) continue;
+      const status = http ? Number(http[1])
+        : body.error ? CODE_STATUS[body.error.code]
+        : { accepted: 200, rejected: 422, failed: 502 }[body.status];
+      if (!status || !("elapsed_ms" in body || "error" in body)) continue; // a request, not an answer
+      n++;
+      const where = `${f}:${text.slice(0, m.index).split("\n").length + 1}`;
+      const problems = conforms("/checkout", "post", { status, headers: { "content-type": "application/json" }, body: JSON.stringify(body) }, false);
+      check(problems.length === 0, `${where}: the documented ${status} conforms` + (problems.length ? ` — ${problems.join("; ")}` : ""));
+    }
+  }
+  check(n > 0, `found answers quoted in the docs (${n})`);
+}
+
 async function main() {
+  documentedAnswers();
   const dir = mkdtempSync(join(tmpdir(), "checkoutd-live-"));
   const fake = await start(FAKE, ["--address-port", "0", "--inventory-port", "0", "--payment-port", "0"],
     /listening on 127\.0\.0\.1:(\d+)/, 3);
