@@ -116,6 +116,8 @@ check: test test-asan
 docs: build/docs/api.html
 build/docs/api.html: docs/openapi.yaml tests/docs/redocly.yaml tests/docs/package-lock.json
 	@sh scripts/deps.sh test
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' || \
+	  { echo "make docs: @redocly/cli 2.x needs node >= 20.19, this is $$(node --version)" >&2; exit 1; }
 	@test -f tests/docs/node_modules/@redocly/cli/package.json || \
 	  (cd tests/docs && npm ci --no-audit --no-fund --loglevel=error)
 	@mkdir -p $(dir $@)
