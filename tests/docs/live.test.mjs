@@ -174,7 +174,8 @@ async function freePort() {
 }
 
 // The answers the documentation quotes (```json blocks of README.md and docs/*.md that are a
-// /checkout answer, after an optional "HTTP 422 (in 0.002 s)" line) conform too.
+// /checkout answer, after an optional "HTTP 422 (in 0.002 s)" line, or a /status.json) conform
+// too; an example abridged with "..." values is left out.
 const CODE_STATUS = { invalid_json: 400, invalid_request: 400, body_too_large: 413, unsupported_media_type: 415,
   method_not_allowed: 405, not_found: 404, idempotency_in_progress: 409, idempotency_key_reused: 422 };
 function documentedAnswers() {
@@ -186,8 +187,16 @@ function documentedAnswers() {
       const http = /^HTTP (\d{3})[^\n]*\n/.exec(m[1]);
       let body;
       try { body = JSON.parse(http ? m[1].slice(http[0].length) : m[1]); } catch { continue; }
-      if (body === null || typeof body !== "object" || "event" in body || // a log line
-          !(("order_id" in body && "status" in body) || "error" in body)) continue;
+      if (body === null || typeof body !== "object" || "event" in body) continue; // a log line
+      if (m[1].includes('"..."')) continue; // abridged on purpose ("...": values left out)
+      if ("uptime_s" in body && "validations" in body) { // a /status.json
+        n++;
+        const where = `${f}:${text.slice(0, m.index).split("\n").length + 1}`;
+        const problems = conforms("/status.json", "get", { status: 200, headers: { "content-type": "application/json" }, body: JSON.stringify(body) }, false);
+        check(problems.length === 0, `${where}: the documented /status.json conforms` + (problems.length ? ` — ${problems.join("; ")}` : ""));
+        continue;
+      }
+      if (!(("order_id" in body && "status" in body) || "error" in body)) continue;
       const status = http ? Number(http[1])
         : body.error ? CODE_STATUS[body.error.code]
         : { accepted: 200, rejected: 422, failed: 502 }[body.status];
