@@ -57,6 +57,9 @@ typedef struct srv_worker {
     size_t index;
     int quiesced; /* touched by the thread that drives the daemon only */
     edge edge;    /* its connections' deadlines; touched by that thread only */
+    /* The connection whose request line libmicrohttpd parsed last and whose access handler has
+     * not run yet (see on_mhd_log); that thread only. */
+    struct MHD_Connection *line_conn;
 } srv_worker;
 
 struct srv {
@@ -65,6 +68,7 @@ struct srv {
     const cfg *cfg;
     co_service *checkout;
     edge_ipcap *cap; /* max_connections_per_ip, or NULL */
+    int tls;         /* listen speaks HTTPS: never write on a client's socket ourselves */
     int port;
     atomic_int draining;
     atomic_long pending; /* launched checkouts whose request has not completed */
@@ -541,6 +545,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->worker = w;
         req->conn = conn;
         *con_cls = req;
+        if (w->line_conn == conn)
+            w->line_conn = NULL;
         req->edge = edge_of(conn);
         edge_headers_done(&w->edge, req->edge);
         co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
@@ -642,6 +648,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         return;
     }
     mx_connections(s->checkout->metrics, -1);
+    if (w->line_conn == conn)
+        w->line_conn = NULL;
     edge_close(&w->edge, *socket_context);
     *socket_context = NULL;
 }
@@ -696,12 +704,82 @@ static long worker_timeout_ms(void *arg)
     return wait;
 }
 
+/* ---- libmicrohttpd 0.9.75's refusal of a malformed Content-Length -----------------------------
+ * A Content-Length that is not all digits ("+5", "0x5", "5, 5") or does not fit 64 bits is refused
+ * by libmicrohttpd itself while it parses the header, before any handler of ours runs. Its error
+ * path there is broken: transmit_error_response builds the header block of its HTML 400 (413)
+ * and moves the connection on, then parse_connection_headers' caller sets the state back to
+ * HEADERS_PROCESSED (connection.c, MHD_connection_handle_idle, case HEADERS_RECEIVED), so the
+ * START_REPLY state builds the header block a second time: two status lines and header blocks,
+ * then one body. No option or handler of ours is called on that path, but its log message is,
+ * synchronously, on the thread that drives the daemon, just before the error response is built.
+ * So, on that message, this worker's line_conn is the refused connection when libmicrohttpd says
+ * its header is complete (MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE): a header is completed and
+ * handed to the handler in one MHD_connection_handle_idle call, line_conn is cleared when the
+ * handler runs or the connection closes, and any other error message clears it too. Then the
+ * contract's JSON answer is written on the socket and its write side shut: libmicrohttpd's own
+ * two heads then fail to send (EPIPE) and it closes the connection. Exactly one answer.
+ * When line_conn is not the refused connection (its request line and its header's end came in
+ * different reads, with another request line between them), nothing is done: the connection is
+ * still refused and closed, only with libmicrohttpd's broken answer. Under TLS no byte may be
+ * written on the socket beside the TLS library: the connection is shut down unanswered instead.
+ * Cost: one pointer store per request (the URI log callback) and one compare in the handler. */
+
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    srv_worker *w = cls;
+    (void)uri;
+    w->line_conn = conn;
+    return NULL; /* the request's context: on_request's first call sees NULL */
+}
+
+static void answer_malformed_length(srv_worker *w, int too_large)
+{
+    struct MHD_Connection *conn = w->line_conn;
+    w->line_conn = NULL;
+    if (conn == NULL || MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) == NULL)
+        return;
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (fd == NULL)
+        return;
+    srv *s = w->server;
+    co_answer a = {0};
+    if (too_large) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "body is larger than %ld bytes", s->cfg->max_body_bytes);
+        co_error_answer(&a, 413, "body_too_large", msg);
+    } else {
+        co_error_answer(&a, 400, "invalid_request", "Content-Length is not a decimal number");
+    }
+    co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
+                  a.request_id, sizeof(a.request_id));
+    mx_checkout(s->checkout->metrics, mx_outcome_from_code(a.code), 0);
+    co_log(s->checkout, &a);
+    if (s->tls) {
+        shutdown(fd->connect_fd, SHUT_RDWR);
+    } else {
+        write_answer(fd->connect_fd, &a);
+        shutdown(fd->connect_fd, SHUT_WR);
+    }
+    free(a.body);
+}
+
 /* libmicrohttpd's own messages (a client's malformed request, a connection it closes): one JSON
- * line each at debug level, so that every line on stderr stays JSON. */
+ * line each at debug level, so that every line on stderr stays JSON. Called on the thread that
+ * drives the worker's daemon (cls). */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    srv_worker *w = cls;
     char msg[512];
-    (void)cls;
+    if (w != NULL && w->line_conn != NULL) {
+        if (strncmp(fmt, "Failed to parse `Content-Length'", 32) == 0)
+            answer_malformed_length(w, 0);
+        else if (strncmp(fmt, "Too large value of 'Content-Length'", 35) == 0)
+            answer_malformed_length(w, 1);
+        else if (strncmp(fmt, "Error processing request", 24) == 0)
+            w->line_conn = NULL; /* another refusal: see above */
+    }
     if (!jlog_enabled(JLOG_DEBUG))
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -727,7 +805,8 @@ static struct MHD_Daemon *start_daemon(srv_worker *w, const struct sockaddr_stor
         idle_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)SRV_CONNECTION_MEMORY, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+        w, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        w, MHD_OPTION_END);
 }
 
 static void set_port(struct sockaddr_storage *ss, int v6, int port)
