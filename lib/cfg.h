@@ -26,6 +26,7 @@
  *   CHECKOUTD_HEADER_TIMEOUT_MS        header_timeout_ms       (v1.2, absent from default_json)
  *   CHECKOUTD_IDLE_TIMEOUT_MS          idle_timeout_ms         (v1.2, absent from default_json)
  *   CHECKOUTD_MAX_CONNECTIONS_PER_IP   max_connections_per_ip  (absent from default_json)
+ *   CHECKOUTD_REQUEST_TIMEOUT_MS       request_timeout_ms      (v1.3, absent from default_json)
  *   CHECKOUTD_TRACE                    trace (true, false, 1 or 0)
  *   CHECKOUTD_VALIDATIONS              the whole list: a JSON array in the form of the file's
  *                                      "validations"; it replaces the file's (or default) list
@@ -163,6 +164,9 @@ typedef struct cfg {
     long idle_timeout_ms;   /* 1000..3600000, default 30000 */
     /* Open connections one client address may hold (0: no cap). */
     long max_connections_per_ip; /* 0..16384, default 0 */
+    /* v1.3: a request's header and body must both have arrived within request_timeout_ms of its
+     * first byte (a trickled body does not extend it), else 408 or a close. */
+    long request_timeout_ms; /* 100..600000, default 30000 */
     size_t nvalidations;         /* 1..32 */
     cfg_validation validations[CFG_MAX_VALIDATIONS];
     cfg_idempotency idempotency; /* lib/cfg_idem.c */

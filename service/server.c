@@ -471,6 +471,40 @@ static enum MHD_Result answer_too_large(srv *s, srv_request *req)
     return MHD_YES;
 }
 
+/* request_timeout_ms passed while the body was still coming (edge's sweep, on the worker's
+ * thread, before MHD_run): 408 request_timeout, written on the socket like the early 413 and for
+ * the same reason (libmicrohttpd 0.9.75 refuses to queue an answer while it reads a body), then
+ * the same lingering close. Under TLS nothing may be written beside the TLS library: the
+ * connection is shut unanswered (0). */
+static int answer_request_timeout(void *arg, edge_conn *ec)
+{
+    srv_worker *w = arg;
+    srv *s = w->server;
+    srv_request *req = ec->owner;
+    if (s->tls || req == NULL || req->route == ROUTE_DONE || req->route == ROUTE_LINGER ||
+        req->launched)
+        return 0;
+    co_answer *a = &req->answer;
+    char msg[96];
+    snprintf(msg, sizeof(msg), "the request did not arrive within %ld ms",
+             s->cfg->request_timeout_ms);
+    co_error_answer(a, 408, "request_timeout", msg);
+    memcpy(a->request_id, req->request_id, sizeof(req->request_id));
+    mx_checkout(s->checkout->metrics, mx_outcome_from_code(a->code), 0);
+    co_log(s->checkout, a);
+    req->route = ROUTE_LINGER;
+    req->discarded = 0;
+    free(req->body);
+    req->body = NULL;
+    req->body_len = req->body_cap = 0;
+    int ok = write_answer(ec->fd, a);
+    shutdown(ec->fd, SHUT_WR);
+    if (ok != 0)
+        return 0;
+    edge_linger(&w->edge, ec, edge_now_ms());
+    return 1;
+}
+
 static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Connection *conn)
 {
     co_request cr = {
@@ -549,9 +583,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             w->line_conn = NULL;
         req->edge = edge_of(conn);
         edge_headers_done(&w->edge, req->edge);
+        edge_request_owner(req->edge, req);
         co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
                       req->request_id, sizeof(req->request_id));
-        return route_first(s, req, conn, url, method, version);
+        enum MHD_Result r = route_first(s, req, conn, url, method, version);
+        if (req->route == ROUTE_DONE) /* answered: libmicrohttpd sends it, not a 408 of ours */
+            edge_request_done(&w->edge, req->edge);
+        return r;
     }
     if (req->answered) {
         req->answered = 0;
@@ -566,6 +604,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return more ? MHD_YES : MHD_NO;
     }
+    if (*upload_data_size == 0) /* the whole request came: no request deadline any more */
+        edge_request_done(&w->edge, req->edge);
     if (req->route != ROUTE_CHECKOUT) {
         if (*upload_data_size > 0) {
             *upload_data_size = 0; /* an answer is queued already, or a probe: discard the body */
@@ -599,6 +639,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     /* If libmicrohttpd keeps the connection, the idle watch starts; if it closes it, its
      * NOTIFY_CONNECTION (CLOSED) follows at once and ends the watch. */
+    edge_request_owner(req->edge, NULL);
+    edge_request_done(&w->edge, req->edge);
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         edge_answered(&w->edge, req->edge, edge_now_ms());
     /* The answer is ready but libmicrohttpd ends the request without sending it. It does so
@@ -849,6 +891,7 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
         w->loop = loops[i];
         w->index = i;
         edge_init(&w->edge, c->header_timeout_ms, c->idle_timeout_ms, s->cap);
+        edge_set_request(&w->edge, c->request_timeout_ms, answer_request_timeout, w);
         /* The first daemon binds the configured port (0: any); the others join its port. */
         set_port(&ss, v6, s->port);
         w->daemon = start_daemon(w, &ss, v6, (unsigned)(SRV_CONNECTION_LIMIT / nloops));
