@@ -150,6 +150,13 @@ typedef struct cfg_idempotency {
     long timeout_ms;
 } cfg_idempotency;
 
+/* v1.3 top-level "tls" of listen (lib/cfg_edge.c); cert_file NULL: listen speaks plain HTTP. */
+typedef struct cfg_listen_tls {
+    char *cert_file;      /* PEM certificate (chain), checked not expired at load */
+    char *key_file;       /* its PEM private key */
+    char *client_ca_file; /* NULL, or PEM CAs a client certificate must be signed by (mTLS) */
+} cfg_listen_tls;
+
 typedef struct cfg {
     char *listen_host;            /* "127.0.0.1", "0.0.0.0", "::1" (brackets stripped) */
     int listen_port;              /* 0..65535; 0 picks a free port */
@@ -167,6 +174,11 @@ typedef struct cfg {
     /* v1.3: a request's header and body must both have arrived within request_timeout_ms of its
      * first byte (a trickled body does not extend it), else 408 or a close. */
     long request_timeout_ms; /* 100..600000, default 30000 */
+    /* v1.3 admin_listen "HOST:PORT" (CHECKOUTD_ADMIN_LISTEN; lib/cfg_edge.c): /metrics, /status,
+     * /status.json only there. admin_host NULL: unset (they answer on listen). */
+    char *admin_host;
+    int admin_port;
+    cfg_listen_tls listen_tls; /* v1.3 "tls" (CHECKOUTD_TLS_CERT_FILE, _KEY_FILE, _CLIENT_CA_FILE) */
     size_t nvalidations;         /* 1..32 */
     cfg_validation validations[CFG_MAX_VALIDATIONS];
     cfg_idempotency idempotency; /* lib/cfg_idem.c */

@@ -14,9 +14,11 @@
  * before co_launch, so a fast reply cannot be lost. */
 #include "server.h"
 
+#include "admin.h"
 #include "edge.h"
 #include "frame.h"
 #include "jlog.h"
+#include "listen_tls.h"
 #include "metrics.h"
 #include "status.h"
 
@@ -69,6 +71,8 @@ struct srv {
     co_service *checkout;
     edge_ipcap *cap; /* max_connections_per_ip, or NULL */
     int tls;         /* listen speaks HTTPS: never write on a client's socket ourselves */
+    adm *admin;      /* admin_listen's daemon, or NULL */
+    lt_files tls_files; /* tls: the PEM texts the daemons use (kept until they stop) */
     int port;
     atomic_int draining;
     atomic_long pending; /* launched checkouts whose request has not completed */
@@ -361,6 +365,9 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
         probe = ROUTE_STATUS;
     else if (strcmp(url, "/status.json") == 0)
         probe = ROUTE_STATUS_JSON;
+    /* with admin_listen, the operator's pages are there only (health stays here too) */
+    if (probe >= ROUTE_METRICS && probe <= ROUTE_STATUS_JSON && s->admin != NULL)
+        probe = ROUTE_DONE;
     if (probe != ROUTE_DONE) {
         req->route = ROUTE_DONE;
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -438,7 +445,7 @@ static edge_conn *edge_of(struct MHD_Connection *conn)
     return i != NULL ? i->socket_context : NULL;
 }
 
-/* The body just passed max_body_bytes. libmicrohttpd 0.9.75 refuses to queue a response while it
+/* The body just passed max_body_bytes (under tls: closed unanswered, see below). libmicrohttpd 0.9.75 refuses to queue a response while it
  * reads a body (MHD_queue_response wants the state HEADERS_PROCESSED or FULL_REQ_RECEIVED, see
  * its connection.c), and MHD_NO from here closes the connection unanswered. So the 413 is written
  * here, on the connection's socket itself: nothing else is written on it while its body is read
@@ -461,7 +468,7 @@ static enum MHD_Result answer_too_large(srv *s, srv_request *req)
     req->discarded = 0;
     const union MHD_ConnectionInfo *fd =
         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (fd == NULL)
+    if (fd == NULL || s->tls) /* under TLS only the TLS library writes: closed unanswered */
         return MHD_NO;
     int ok = write_answer(fd->connect_fd, a);
     shutdown(fd->connect_fd, SHUT_WR);
@@ -655,7 +662,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req->answered) {
         const union MHD_ConnectionInfo *fd =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (fd != NULL && req->answer.body != NULL)
+        if (fd != NULL && req->answer.body != NULL && !s->tls)
             write_answer(fd->connect_fd, &req->answer);
         co_log(s->checkout, &req->answer);
     }
@@ -687,6 +694,12 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                                               : sizeof(struct sockaddr_in);
         if (fd != NULL)
             *socket_context = edge_open(&w->edge, fd->connect_fd, sa, salen, edge_now_ms());
+        if (s->tls_files.client_ca != NULL) { /* mTLS: before the handshake's first byte */
+            const union MHD_ConnectionInfo *tls =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+            if (tls != NULL)
+                lt_require_client_cert(tls->tls_session);
+        }
         return;
     }
     mx_connections(s->checkout->metrics, -1);
@@ -837,10 +850,23 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static struct MHD_Daemon *start_daemon(srv_worker *w, const struct sockaddr_storage *ss, int v6,
                                        unsigned connection_limit)
 {
-    unsigned idle_timeout_s = (unsigned)((w->server->cfg->idle_timeout_ms + 999) / 1000);
+    srv *s = w->server;
+    unsigned idle_timeout_s = (unsigned)((s->cfg->idle_timeout_ms + 999) / 1000);
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
+    /* tls: HTTPS only on listen (GnuTLS inside libmicrohttpd; the texts stay until srv_stop) */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_files.cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_files.key},
+        {s->tls_files.client_ca != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0,
+         s->tls_files.client_ca},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (s->tls)
+        flags |= MHD_USE_TLS;
+    else
+        tls[0].option = MHD_OPTION_END;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss,
         MHD_OPTION_CONNECTION_LIMIT, connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
@@ -848,7 +874,7 @@ static struct MHD_Daemon *start_daemon(srv_worker *w, const struct sockaddr_stor
         (size_t)SRV_CONNECTION_MEMORY, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
         w, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        w, MHD_OPTION_END);
+        w, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
 }
 
 static void set_port(struct sockaddr_storage *ss, int v6, int port)
@@ -880,6 +906,11 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
         snprintf(err, errlen, "listen: cannot resolve \"%s\"", c->listen_host);
         goto fail;
     }
+    if (c->listen_tls.cert_file != NULL) {
+        if (lt_load(c, &s->tls_files, err, errlen) != 0)
+            goto fail;
+        s->tls = 1;
+    }
     if (nloops < 1 || nloops > SRV_MAX_WORKERS) {
         snprintf(err, errlen, "1 to %d loops are needed, not %zu", SRV_MAX_WORKERS, nloops);
         goto fail;
@@ -895,6 +926,14 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
         /* The first daemon binds the configured port (0: any); the others join its port. */
         set_port(&ss, v6, s->port);
         w->daemon = start_daemon(w, &ss, v6, (unsigned)(SRV_CONNECTION_LIMIT / nloops));
+        if (w->daemon == NULL && s->tls) {
+            snprintf(err, errlen,
+                     "tls: cannot serve HTTPS on %s:%d with tls.cert_file \"%s\" and "
+                     "tls.key_file \"%s\" (not a PEM certificate and its key?), or the port is "
+                     "in use",
+                     c->listen_host, s->port, c->listen_tls.cert_file, c->listen_tls.key_file);
+            goto fail;
+        }
         if (w->daemon == NULL) {
             snprintf(err, errlen, "listen: cannot listen on %s:%d (in use, or not an address here)",
                      c->listen_host, s->port);
@@ -913,6 +952,9 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
                         .arg = w};
         tg_loop_set_hook(w->loop, &hook);
     }
+    if (c->admin_host != NULL &&
+        (s->admin = adm_start(c, checkout, &s->draining, err, errlen)) == NULL)
+        goto fail;
     return s;
 fail:
     srv_stop(s);
@@ -922,6 +964,11 @@ fail:
 int srv_port(const srv *s)
 {
     return s->port;
+}
+
+int srv_admin_port(const srv *s)
+{
+    return s->admin != NULL ? adm_port(s->admin) : -1;
 }
 
 void srv_drain(srv *s)
@@ -950,8 +997,10 @@ void srv_stop(srv *s)
 {
     if (s == NULL)
         return;
+    adm_stop(s->admin);
     for (size_t i = 0; i < s->nworkers; i++)
         MHD_stop_daemon(s->workers[i].daemon); /* closes its connections: edge_close for each */
+    lt_free(&s->tls_files);
     edge_ipcap_free(s->cap);
     free(s);
 }
