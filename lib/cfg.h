@@ -178,14 +178,15 @@ typedef struct cfg {
      * /status.json only there. admin_host NULL: unset (they answer on listen). */
     char *admin_host;
     int admin_port;
-    cfg_listen_tls listen_tls; /* v1.3 "tls" (CHECKOUTD_TLS_CERT_FILE, _KEY_FILE, _CLIENT_CA_FILE) */
-    size_t nvalidations;         /* 1..32 */
+    cfg_listen_tls
+        listen_tls;      /* v1.3 "tls" (CHECKOUTD_TLS_CERT_FILE, _KEY_FILE, _CLIENT_CA_FILE) */
+    size_t nvalidations; /* 1..32 */
     cfg_validation validations[CFG_MAX_VALIDATIONS];
     cfg_idempotency idempotency; /* lib/cfg_idem.c */
     /* v1.2 "trace": a JSON boolean, default false (CHECKOUTD_TRACE: "true"/"false"/"1"/"0").
      * When true, a client that sends X-Checkout-Trace: 1 gets per-attempt upstream timings in a
-     * "trace" member of its answer (docs/operations.md, "Tracing one checkout"). Off by default: internal
-     * services' timings are not for the public. */
+     * "trace" member of its answer (docs/operations.md, "Tracing one checkout"). Off by default:
+     * internal services' timings are not for the public. */
     int trace;
 } cfg;
 

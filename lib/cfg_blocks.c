@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-int cfg_trace_load(const cfg_loader *ld, const json_t *value, cfg *out); /* cfg_trace.c */
+int cfg_trace_load(const cfg_loader *ld, const json_t *value, cfg *out);      /* cfg_trace.c */
 int cfg_edge_admin_load(const cfg_loader *ld, const json_t *value, cfg *out); /* cfg_edge.c */
 void cfg_edge_admin_free(cfg *out);
 int cfg_edge_tls_load(const cfg_loader *ld, const json_t *value, cfg *out);

@@ -113,8 +113,8 @@ int cfg_edge_tls_load(const cfg_loader *ld, const json_t *value, cfg *out)
     cfg_top_where(ld, "tls", &w);
     if (value != NULL && !json_is_object(value)) {
         cfg_show_json(value, shown);
-        return cfg_errf(ld, &w, "expected an object with cert_file, key_file, client_ca_file, got %s",
-                        shown);
+        return cfg_errf(
+            ld, &w, "expected an object with cert_file, key_file, client_ca_file, got %s", shown);
     }
     if (value != NULL &&
         cfg_check_keys(ld, &w, value, names, TLS_NKEYS, "cert_file, key_file, client_ca_file") != 0)

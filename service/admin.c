@@ -22,22 +22,14 @@ struct adm {
     int port;
 };
 
-typedef enum adm_route {
-    ADM_HEALTHZ,
-    ADM_READYZ,
-    ADM_METRICS,
-    ADM_STATUS,
-    ADM_STATUS_JSON,
-    ADM_NONE
-} adm_route;
-
 /* A request's context: which route, decided on the first call, answered on the last (a probe that
  * keeps its connection: see server.c's ROUTE_HEALTHZ). Static: nothing to free. */
-static const adm_route routes[] = {ADM_HEALTHZ, ADM_READYZ, ADM_METRICS, ADM_STATUS,
-                                   ADM_STATUS_JSON};
+static const adm_page routes[] = {ADM_HEALTHZ, ADM_READYZ, ADM_METRICS, ADM_STATUS,
+                                  ADM_STATUS_JSON};
 
+/* no_store: Cache-Control: no-store (the status page and its data) */
 static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status, const char *type,
-                             void *body, size_t len, enum MHD_ResponseMemoryMode mode)
+                             void *body, size_t len, enum MHD_ResponseMemoryMode mode, int no_store)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
     if (r == NULL) {
@@ -46,7 +38,7 @@ static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status, const
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (status == 200 && strcmp(type, "text/plain; version=0.0.4") != 0)
+    if (no_store)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == 405)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
@@ -58,10 +50,11 @@ static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status, const
 static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned status, const char *json)
 {
     return queue(conn, status, "application/json", (void *)json, strlen(json),
-                 MHD_RESPMEM_PERSISTENT);
+                 MHD_RESPMEM_PERSISTENT, 0);
 }
 
-static enum MHD_Result answer(adm *a, struct MHD_Connection *conn, adm_route r)
+enum MHD_Result adm_answer_page(struct MHD_Connection *conn, adm_page r, co_service *checkout,
+                                int draining)
 {
     size_t len = 0;
     char *text;
@@ -69,22 +62,22 @@ static enum MHD_Result answer(adm *a, struct MHD_Connection *conn, adm_route r)
     case ADM_HEALTHZ:
         return queue_json(conn, 200, "{\"status\":\"ok\"}");
     case ADM_READYZ:
-        if (atomic_load(a->draining))
+        if (draining)
             return queue_json(conn, 503, "{\"status\":\"draining\"}");
         return queue_json(conn, 200, "{\"status\":\"ok\"}");
     case ADM_METRICS:
-        text = mx_render(a->checkout->metrics, &len);
+        text = mx_render(checkout->metrics, &len);
         if (text == NULL)
             return MHD_NO;
-        return queue(conn, 200, "text/plain; version=0.0.4", text, len, MHD_RESPMEM_MUST_FREE);
+        return queue(conn, 200, "text/plain; version=0.0.4", text, len, MHD_RESPMEM_MUST_FREE, 0);
     case ADM_STATUS:
         text = (char *)st_page(&len);
-        return queue(conn, 200, "text/html; charset=utf-8", text, len, MHD_RESPMEM_PERSISTENT);
+        return queue(conn, 200, "text/html; charset=utf-8", text, len, MHD_RESPMEM_PERSISTENT, 1);
     case ADM_STATUS_JSON:
-        text = st_json(a->checkout, atomic_load(a->draining), win_now(), &len);
+        text = st_json(checkout, draining, win_now(), &len);
         if (text == NULL)
             return MHD_NO;
-        return queue(conn, 200, "application/json", text, len, MHD_RESPMEM_MUST_FREE);
+        return queue(conn, 200, "application/json", text, len, MHD_RESPMEM_MUST_FREE, 1);
     case ADM_NONE:
         break;
     }
@@ -119,8 +112,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
-    const adm_route *r = *con_cls;
-    return answer(a, conn, *r);
+    const adm_page *r = *con_cls;
+    return adm_answer_page(conn, *r, a->checkout, atomic_load(a->draining));
 }
 
 adm *adm_start(const cfg *c, co_service *checkout, const atomic_int *draining, char *err,
@@ -155,7 +148,8 @@ adm *adm_start(const cfg *c, co_service *checkout, const atomic_int *draining, c
                                  (unsigned)ADM_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
                                  (unsigned)ADM_TIMEOUT_S, MHD_OPTION_END);
     if (a->daemon == NULL) {
-        snprintf(err, errlen, "admin_listen: cannot listen on %s:%d (in use, or not an address here)",
+        snprintf(err, errlen,
+                 "admin_listen: cannot listen on %s:%d (in use, or not an address here)",
                  c->admin_host, c->admin_port);
         goto fail;
     }

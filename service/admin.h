@@ -13,9 +13,25 @@
 #include "cfg.h"
 #include "checkout.h"
 
+#include <microhttpd.h>
 #include <stdatomic.h>
 
 typedef struct adm adm;
+
+/* The pages both listeners serve (server.c answers them on listen too, without admin_listen). */
+typedef enum adm_page {
+    ADM_HEALTHZ,
+    ADM_READYZ,
+    ADM_METRICS,
+    ADM_STATUS,      /* the HTML page (service/status.c) */
+    ADM_STATUS_JSON, /* its data */
+    ADM_NONE
+} adm_page;
+
+/* Queues page's answer on conn: /healthz 200; /readyz 200, or 503 when draining; /metrics rendered
+ * per scrape (O(series)); /status, /status.json (no-store). MHD_NO when out of memory. */
+enum MHD_Result adm_answer_page(struct MHD_Connection *conn, adm_page page, co_service *checkout,
+                                int draining);
 
 /* Binds c->admin_host:admin_port and starts serving. draining: 1 while shutting down (/readyz then
  * answers 503); it must outlive the admin. NULL with a one-line reason in err. */

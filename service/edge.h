@@ -85,8 +85,9 @@ void edge_init(edge *e, long header_ms, long idle_ms, edge_ipcap *cap);
  * (then every expired request is shut). */
 void edge_set_request(edge *e, long request_ms, edge_expire_fn on_expire, void *arg);
 
-/* A new connection: starts its header deadline (and its request's). addr may be NULL (no cap then). NULL when out of
- * memory (the connection then has no deadline of ours, only libmicrohttpd's idle timeout). */
+/* A new connection: starts its header deadline (and its request's). addr may be NULL (no cap then).
+ * NULL when out of memory (the connection then has no deadline of ours, only libmicrohttpd's idle
+ * timeout). */
 edge_conn *edge_open(edge *e, int fd, const struct sockaddr *addr, socklen_t addrlen,
                      long long now);
 /* The connection is gone (libmicrohttpd closed it): unlinks, releases its cap slot, frees. */

@@ -23,7 +23,9 @@ static char *read_pem(const char *key, const char *path, char *err, size_t errle
     fclose(f);
     if (buf == NULL || n == 0 || n > LT_FILE_MAX) {
         snprintf(err, errlen, "tls.%s: \"%s\" is %s", key, path,
-                 buf == NULL ? "too large for memory" : n == 0 ? "empty" : "larger than 1 MiB");
+                 buf == NULL ? "too large for memory"
+                 : n == 0    ? "empty"
+                             : "larger than 1 MiB");
         free(buf);
         return NULL;
     }

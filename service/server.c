@@ -15,6 +15,7 @@
 #include "server.h"
 
 #include "admin.h"
+#include "clen.h"
 #include "edge.h"
 #include "frame.h"
 #include "jlog.h"
@@ -59,9 +60,7 @@ typedef struct srv_worker {
     size_t index;
     int quiesced; /* touched by the thread that drives the daemon only */
     edge edge;    /* its connections' deadlines; touched by that thread only */
-    /* The connection whose request line libmicrohttpd parsed last and whose access handler has
-     * not run yet (see on_mhd_log); that thread only. */
-    struct MHD_Connection *line_conn;
+    clen clen;    /* the malformed Content-Length's connection (clen.h); that thread only */
 } srv_worker;
 
 struct srv {
@@ -69,9 +68,9 @@ struct srv {
     size_t nworkers;
     const cfg *cfg;
     co_service *checkout;
-    edge_ipcap *cap; /* max_connections_per_ip, or NULL */
-    int tls;         /* listen speaks HTTPS: never write on a client's socket ourselves */
-    adm *admin;      /* admin_listen's daemon, or NULL */
+    edge_ipcap *cap;    /* max_connections_per_ip, or NULL */
+    int tls;            /* listen speaks HTTPS: never write on a client's socket ourselves */
+    adm *admin;         /* admin_listen's daemon, or NULL */
     lt_files tls_files; /* tls: the PEM texts the daemons use (kept until they stop) */
     int port;
     atomic_int draining;
@@ -236,64 +235,6 @@ static enum MHD_Result send_error(srv_request *req, int status, const char *code
     return send_decided(req, allow);
 }
 
-static enum MHD_Result send_static(struct MHD_Connection *conn, int status, const char *json)
-{
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(json), (void *)json, MHD_RESPMEM_PERSISTENT);
-    if (r == NULL)
-        return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ok;
-}
-
-/* GET /metrics: rendered per scrape, O(series). */
-static enum MHD_Result send_metrics(struct MHD_Connection *conn, const mx *metrics)
-{
-    size_t len = 0;
-    char *text = mx_render(metrics, &len);
-    if (text == NULL)
-        return MHD_NO;
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-    if (r == NULL) {
-        free(text);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
-    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ok;
-}
-
-/* ---- GET /status and /status.json: built by service/status.c, sent here -------------------- */
-
-static enum MHD_Result send_status(struct MHD_Connection *conn, srv *s, int page)
-{
-    struct MHD_Response *r;
-    if (page) {
-        size_t len = 0;
-        const char *html = st_page(&len);
-        r = MHD_create_response_from_buffer(len, (void *)html, MHD_RESPMEM_PERSISTENT);
-    } else {
-        size_t len = 0;
-        char *text = st_json(s->checkout, atomic_load(&s->draining), win_now(), &len);
-        if (text == NULL)
-            return MHD_NO;
-        r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-        if (r == NULL)
-            free(text);
-    }
-    if (r == NULL)
-        return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            page ? "text/html; charset=utf-8" : "application/json");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ok;
-}
-
 /* application/json, with or without parameters ("; charset=utf-8"), any letter case. */
 static int is_json_content_type(const char *ct)
 {
@@ -445,16 +386,17 @@ static edge_conn *edge_of(struct MHD_Connection *conn)
     return i != NULL ? i->socket_context : NULL;
 }
 
-/* The body just passed max_body_bytes (under tls: closed unanswered, see below). libmicrohttpd 0.9.75 refuses to queue a response while it
- * reads a body (MHD_queue_response wants the state HEADERS_PROCESSED or FULL_REQ_RECEIVED, see
- * its connection.c), and MHD_NO from here closes the connection unanswered. So the 413 is written
- * here, on the connection's socket itself: nothing else is written on it while its body is read
- * (a 100 Continue went out before the body), and it is small enough for an empty socket buffer.
- * Then the write side is shut: the client reads the 413 and an end-of-file at once. What it still
- * sends is read and dropped for EDGE_LINGER_MS or SRV_LINGER_BYTES at most, then the connection
- * is closed (a lingering close, like nginx's: closing at once with unread bytes would answer them
- * with a reset, which can destroy the 413 before the client read it). Every other answer still
- * goes through libmicrohttpd; this one is counted and logged like them. */
+/* The body just passed max_body_bytes (under tls: closed unanswered, see below). libmicrohttpd
+ * 0.9.75 refuses to queue a response while it reads a body (MHD_queue_response wants the state
+ * HEADERS_PROCESSED or FULL_REQ_RECEIVED, see its connection.c), and MHD_NO from here closes the
+ * connection unanswered. So the 413 is written here, on the connection's socket itself: nothing
+ * else is written on it while its body is read (a 100 Continue went out before the body), and it is
+ * small enough for an empty socket buffer. Then the write side is shut: the client reads the 413
+ * and an end-of-file at once. What it still sends is read and dropped for EDGE_LINGER_MS or
+ * SRV_LINGER_BYTES at most, then the connection is closed (a lingering close, like nginx's: closing
+ * at once with unread bytes would answer them with a reset, which can destroy the 413 before the
+ * client read it). Every other answer still goes through libmicrohttpd; this one is counted and
+ * logged like them. */
 static enum MHD_Result answer_too_large(srv *s, srv_request *req)
 {
     co_answer *a = &req->answer;
@@ -546,29 +488,21 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
     return MHD_YES;
 }
 
-/* The last call of GET /healthz, /readyz, /metrics, /status or /status.json. */
+/* The last call of GET /healthz, /readyz, /metrics, /status or /status.json (service/admin.c
+ * builds the answers, for both listeners). */
 static enum MHD_Result answer_probe(srv *s, srv_request *req, struct MHD_Connection *conn)
 {
     route r = req->route;
     req->route = ROUTE_DONE;
-    switch (r) {
-    case ROUTE_HEALTHZ:
-        return send_static(conn, 200, "{\"status\":\"ok\"}");
-    case ROUTE_READYZ:
-        if (atomic_load(&s->draining))
-            return send_static(conn, 503, "{\"status\":\"draining\"}");
-        return send_static(conn, 200, "{\"status\":\"ok\"}");
-    case ROUTE_METRICS:
-        return send_metrics(conn, s->checkout->metrics);
-    case ROUTE_STATUS:
-    case ROUTE_STATUS_JSON:
-        return send_status(conn, s, r == ROUTE_STATUS);
-    case ROUTE_CHECKOUT:
-    case ROUTE_DONE:
-    case ROUTE_LINGER:
-        break;
-    }
-    return MHD_YES; /* answered already */
+    adm_page page = r == ROUTE_HEALTHZ       ? ADM_HEALTHZ
+                    : r == ROUTE_READYZ      ? ADM_READYZ
+                    : r == ROUTE_METRICS     ? ADM_METRICS
+                    : r == ROUTE_STATUS      ? ADM_STATUS
+                    : r == ROUTE_STATUS_JSON ? ADM_STATUS_JSON
+                                             : ADM_NONE;
+    if (page == ADM_NONE)
+        return MHD_YES; /* answered already */
+    return adm_answer_page(conn, page, s->checkout, atomic_load(&s->draining));
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -586,8 +520,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->worker = w;
         req->conn = conn;
         *con_cls = req;
-        if (w->line_conn == conn)
-            w->line_conn = NULL;
+        clen_forget(&w->clen, conn);
         req->edge = edge_of(conn);
         edge_headers_done(&w->edge, req->edge);
         edge_request_owner(req->edge, req);
@@ -703,8 +636,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         return;
     }
     mx_connections(s->checkout->metrics, -1);
-    if (w->line_conn == conn)
-        w->line_conn = NULL;
+    clen_forget(&w->clen, conn);
     edge_close(&w->edge, *socket_context);
     *socket_context = NULL;
 }
@@ -759,41 +691,21 @@ static long worker_timeout_ms(void *arg)
     return wait;
 }
 
-/* ---- libmicrohttpd 0.9.75's refusal of a malformed Content-Length -----------------------------
- * A Content-Length that is not all digits ("+5", "0x5", "5, 5") or does not fit 64 bits is refused
- * by libmicrohttpd itself while it parses the header, before any handler of ours runs. Its error
- * path there is broken: transmit_error_response builds the header block of its HTML 400 (413)
- * and moves the connection on, then parse_connection_headers' caller sets the state back to
- * HEADERS_PROCESSED (connection.c, MHD_connection_handle_idle, case HEADERS_RECEIVED), so the
- * START_REPLY state builds the header block a second time: two status lines and header blocks,
- * then one body. No option or handler of ours is called on that path, but its log message is,
- * synchronously, on the thread that drives the daemon, just before the error response is built.
- * So, on that message, this worker's line_conn is the refused connection when libmicrohttpd says
- * its header is complete (MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE): a header is completed and
- * handed to the handler in one MHD_connection_handle_idle call, line_conn is cleared when the
- * handler runs or the connection closes, and any other error message clears it too. Then the
- * contract's JSON answer is written on the socket and its write side shut: libmicrohttpd's own
- * two heads then fail to send (EPIPE) and it closes the connection. Exactly one answer.
- * When line_conn is not the refused connection (its request line and its header's end came in
- * different reads, with another request line between them), nothing is done: the connection is
- * still refused and closed, only with libmicrohttpd's broken answer. Under TLS no byte may be
- * written on the socket beside the TLS library: the connection is shut down unanswered instead.
- * Cost: one pointer store per request (the URI log callback) and one compare in the handler. */
+/* ---- a malformed Content-Length: one JSON answer instead of libmicrohttpd 0.9.75's two heads
+ * (service/clen.h says why and how the connection is found). Our answer is written on the socket
+ * and its write side shut: libmicrohttpd's own answer then fails to send (EPIPE) and it closes the
+ * connection. Under TLS no byte may be written beside the TLS library: shut down unanswered. */
 
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     srv_worker *w = cls;
     (void)uri;
-    w->line_conn = conn;
+    clen_line(&w->clen, conn);
     return NULL; /* the request's context: on_request's first call sees NULL */
 }
 
-static void answer_malformed_length(srv_worker *w, int too_large)
+static void answer_malformed_length(srv_worker *w, struct MHD_Connection *conn, int too_large)
 {
-    struct MHD_Connection *conn = w->line_conn;
-    w->line_conn = NULL;
-    if (conn == NULL || MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) == NULL)
-        return;
     const union MHD_ConnectionInfo *fd =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (fd == NULL)
@@ -807,8 +719,8 @@ static void answer_malformed_length(srv_worker *w, int too_large)
     } else {
         co_error_answer(&a, 400, "invalid_request", "Content-Length is not a decimal number");
     }
-    co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
-                  a.request_id, sizeof(a.request_id));
+    co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"), a.request_id,
+                  sizeof(a.request_id));
     mx_checkout(s->checkout->metrics, mx_outcome_from_code(a.code), 0);
     co_log(s->checkout, &a);
     if (s->tls) {
@@ -827,14 +739,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     srv_worker *w = cls;
     char msg[512];
-    if (w != NULL && w->line_conn != NULL) {
-        if (strncmp(fmt, "Failed to parse `Content-Length'", 32) == 0)
-            answer_malformed_length(w, 0);
-        else if (strncmp(fmt, "Too large value of 'Content-Length'", 35) == 0)
-            answer_malformed_length(w, 1);
-        else if (strncmp(fmt, "Error processing request", 24) == 0)
-            w->line_conn = NULL; /* another refusal: see above */
-    }
+    int too_large = 0;
+    struct MHD_Connection *refused = w != NULL ? clen_refused(&w->clen, fmt, &too_large) : NULL;
+    if (refused != NULL)
+        answer_malformed_length(w, refused, too_large);
     if (!jlog_enabled(JLOG_DEBUG))
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);

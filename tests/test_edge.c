@@ -638,8 +638,9 @@ static void test_framing_rules(void **state)
 static void test_content_length_too_large(void **state)
 {
     (void)state;
-    static const char req[] = "POST /checkout HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                              "Content-Length: 99999999999999999999999\r\n\r\n{}";
+    static const char req[] =
+        "POST /checkout HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 99999999999999999999999\r\n\r\n{}";
     int fd = connect_port(w.main.port);
     assert_true(fd >= 0);
     assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(req) - 1));

@@ -111,13 +111,14 @@ static int start_daemon(const char *keys, char *const env[], int admin)
     FILE *f = fopen(w.config, "w");
     if (f == NULL)
         return -1;
-    fprintf(f,
-            "{\"listen\": \"127.0.0.1:0\", \"deadline_ms\": 4000, \"max_body_bytes\": 4096, %s"
-            "\"validations\": ["
-            "{\"name\": \"address\", \"field\": \"address\", \"url\": \"http://127.0.0.1:%d/a\"},"
-            "{\"name\": \"inventory\", \"field\": \"items\", \"url\": \"http://127.0.0.1:%d/i\"},"
-            "{\"name\": \"payment\", \"field\": \"payment\", \"url\": \"http://127.0.0.1:%d/p\"}]}\n",
-            keys, w.up_port[0], w.up_port[1], w.up_port[2]);
+    fprintf(
+        f,
+        "{\"listen\": \"127.0.0.1:0\", \"deadline_ms\": 4000, \"max_body_bytes\": 4096, %s"
+        "\"validations\": ["
+        "{\"name\": \"address\", \"field\": \"address\", \"url\": \"http://127.0.0.1:%d/a\"},"
+        "{\"name\": \"inventory\", \"field\": \"items\", \"url\": \"http://127.0.0.1:%d/i\"},"
+        "{\"name\": \"payment\", \"field\": \"payment\", \"url\": \"http://127.0.0.1:%d/p\"}]}\n",
+        keys, w.up_port[0], w.up_port[1], w.up_port[2]);
     fclose(f);
     char *quiet[] = {"--log-level", "warn", NULL};
     w.port = proc_start_checkoutd(&w.daemon, w.config, quiet, env, "/dev/null");
@@ -222,8 +223,8 @@ static int curl_cli(const char *method, const char *path, const char *cert, cons
              "curl -s -o /dev/null -w '%%{http_code}' --max-time 10 --noproxy '*' --cacert %s "
              "%s%s%s%s -X %s -H 'Content-Type: application/json' %s%s%s "
              "https://127.0.0.1:%d%s; echo \" $?\"",
-             w.ca, cert ? "--cert " : "", cert ? cert : "", cert ? " --key " : "",
-             key ? key : "", method, strcmp(method, "POST") == 0 ? "--data-raw '" : "",
+             w.ca, cert ? "--cert " : "", cert ? cert : "", cert ? " --key " : "", key ? key : "",
+             method, strcmp(method, "POST") == 0 ? "--data-raw '" : "",
              strcmp(method, "POST") == 0 ? order : "", strcmp(method, "POST") == 0 ? "'" : "",
              w.port, path);
     FILE *p = popen(cmd, "r");
@@ -241,15 +242,16 @@ static void test_tls_checkout_and_plain_http(void **state)
 {
     (void)state;
     char keys[512];
-    snprintf(keys, sizeof keys, "\"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\"}, ", w.server,
-             w.server_key);
+    snprintf(keys, sizeof keys, "\"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\"}, ",
+             w.server, w.server_key);
     assert_int_equal(start_daemon(keys, NULL, 0), 0);
     long st = 0;
     assert_int_equal(curl_cli("POST", "/checkout", NULL, NULL, &st), 0);
     assert_int_equal(st, 200);
     assert_int_equal(curl_cli("GET", "/healthz", NULL, NULL, &st), 0);
     assert_int_equal(st, 200);
-    /* plain HTTP to the HTTPS port: no HTTP answer, nothing of the service, the connection closed */
+    /* plain HTTP to the HTTPS port: no HTTP answer, nothing of the service, the connection closed
+     */
     static const char *const plain[] = {
         "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
         "POST /checkout HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -306,9 +308,10 @@ static void test_tls_trickled_body_closed(void **state)
 {
     (void)state;
     char keys[512];
-    snprintf(keys, sizeof keys,
-             "\"request_timeout_ms\": 2000, \"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\"}, ",
-             w.server, w.server_key);
+    snprintf(
+        keys, sizeof keys,
+        "\"request_timeout_ms\": 2000, \"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\"}, ",
+        w.server, w.server_key);
     assert_int_equal(start_daemon(keys, NULL, 0), 0);
     CURL *e = curl_easy_init();
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
@@ -357,7 +360,8 @@ static void test_mtls(void **state)
     assert_int_not_equal(curl_cli("POST", "/checkout", NULL, NULL, &st), 0); /* no certificate */
     assert_int_equal(st, 0);
     st = -1;
-    assert_int_not_equal(curl_cli("POST", "/checkout", w.other, w.other_key, &st), 0); /* other CA */
+    assert_int_not_equal(curl_cli("POST", "/checkout", w.other, w.other_key, &st),
+                         0); /* other CA */
     assert_int_equal(st, 0);
     assert_int_equal(curl_cli("POST", "/checkout", w.client, w.client_key, &st), 0);
     assert_int_equal(st, 200);
