@@ -56,7 +56,8 @@ static void append_conn(edge *e, edge_conn *c, edge_state s, long long due)
     l->tail = c;
 }
 
-/* The request list: appended with now + request_ms, so ordered like the others. */
+/* The request list: appended with now + request_ms (never before its tail), so ordered like the
+ * others. */
 static void request_unlink(edge *e, edge_conn *c)
 {
     if (!c->in_request)
@@ -82,6 +83,10 @@ static void request_append(edge *e, edge_conn *c, long long now)
     edge_list *l = &e->request;
     c->in_request = 1;
     c->request_due_ms = now + e->request_ms;
+    /* a turn's "now" may lag a clock read of the same turn by its duration: never before the tail,
+     * so the list stays ordered (such an entry gets at most that much longer) */
+    if (l->tail != NULL && l->tail->request_due_ms > c->request_due_ms)
+        c->request_due_ms = l->tail->request_due_ms;
     c->rprev = l->tail;
     c->rnext = NULL;
     if (l->tail != NULL)
@@ -292,9 +297,9 @@ void edge_headers_done(edge *e, edge_conn *c)
     if (c == NULL)
         return;
     /* from idle too: a pipelined request is parsed before any sweep; its request deadline
-     * starts now (a clock read on that path only) */
+     * starts now: the time of this loop turn's sweep (no clock read per request) */
     if (c->state == EDGE_IDLE && !c->in_request)
-        request_append(e, c, edge_now_ms());
+        request_append(e, c, e->now > 0 ? e->now : edge_now_ms());
     if (c->state == EDGE_HEADERS || c->state == EDGE_IDLE)
         unlink_conn(e, c);
 }
@@ -382,6 +387,7 @@ long edge_wait_ms(const edge *e, long long now)
 
 long edge_sweep(edge *e, long long now)
 {
+    e->now = now;
     /* idle first: what it moves to headers is due later, never in this sweep */
     static const edge_state order[] = {EDGE_IDLE, EDGE_HEADERS, EDGE_LINGER};
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {

@@ -74,6 +74,7 @@ typedef struct edge {
     void *expire_arg;
     edge_ipcap *cap; /* NULL: no per-address cap */
     size_t closed;   /* connections shut down by a deadline (for tests and logs) */
+    long long now;   /* the last sweep's time: "now" within a loop turn (0: none yet) */
 } edge;
 
 /* Monotonic milliseconds. */
@@ -107,7 +108,9 @@ void edge_answered(edge *e, edge_conn *c, long long now);
 void edge_linger(edge *e, edge_conn *c, long long now);
 /* Milliseconds until the next entry is due (0: overdue), or -1 for none. */
 long edge_wait_ms(const edge *e, long long now);
-/* Acts on every entry due by now; returns the ms until the next one is due, or -1 for none. */
+/* Acts on every entry due by now; returns the ms until the next one is due, or -1 for none. The
+ * caller sweeps once per loop turn, before the turn's I/O: its now then also starts the request
+ * deadline of a request found in the idle list (edge_headers_done). */
 long edge_sweep(edge *e, long long now);
 
 /* The per-address cap shared by all workers: max connections per client address (IPv4 or IPv6;
