@@ -9,6 +9,8 @@
 #
 # Usage: bench/tls.sh [BUILD_DIR]   (default build/release)
 # Environment: BENCH_SECONDS=10 measured, BENCH_WARMUP=2, BENCH_CONNECTIONS=64, BENCH_THREADS=2,
+#              BENCH_TLS_KEY=rsa (RSA-2048) or ec (ECDSA P-256: a much cheaper handshake),
+#              BENCH_MODES (default "http keep-alive,https keep-alive,http close,https close"),
 #              BENCH_PEERS (default ../shared/peers: the nginx stubs' start.sh / stop.sh)
 # Prints one Markdown table: mode, checkouts/s, p50/p99 ms, checkoutd CPU µs per checkout, errors.
 set -eu
@@ -35,8 +37,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-(cd "$tmp" && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=bench CA' &&
-  openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' &&
+case ${BENCH_TLS_KEY:-rsa} in
+  rsa) newkey=(-newkey rsa:2048) ;;
+  ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+  *) echo "tls.sh: BENCH_TLS_KEY is rsa or ec" >&2; exit 2 ;;
+esac
+(cd "$tmp" && openssl req -x509 "${newkey[@]}" -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=bench CA' &&
+  openssl req "${newkey[@]}" -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' &&
   printf 'subjectAltName=IP:127.0.0.1\n' >server.ext &&
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 \
     -extfile server.ext) >"$tmp/openssl.log" 2>&1 || { echo "tls.sh: openssl failed" >&2; exit 1; }
@@ -71,7 +78,8 @@ hz=$(getconf CLK_TCK)
 
 echo "| mode | checkouts/s | p50 ms | p99 ms | checkoutd CPU µs/checkout | non-2xx + socket errors |"
 echo "|---|---|---|---|---|---|"
-for mode in "http keep-alive" "https keep-alive" "http close" "https close"; do
+IFS=, read -r -a modes <<<"${BENCH_MODES:-http keep-alive,https keep-alive,http close,https close}"
+for mode in "${modes[@]}"; do
   tls=0 scheme=http hdr=()
   case "$mode" in https*) tls=1 scheme=https ;; esac
   case "$mode" in *close) hdr=(-H "Connection: close") ;; esac
