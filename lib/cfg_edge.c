@@ -119,6 +119,16 @@ int cfg_edge_tls_load(const cfg_loader *ld, const json_t *value, cfg *out)
     if (value != NULL &&
         cfg_check_keys(ld, &w, value, names, TLS_NKEYS, "cert_file, key_file, client_ca_file") != 0)
         return -1;
+    for (size_t k = 0; k < 2; k++) { /* cert_file and key_file: both, before either is read */
+        if (cfg_env(ld, tls_keys[k].env) == NULL &&
+            (value == NULL || json_object_get(value, tls_keys[k].key) == NULL)) {
+            char dotted[CFG_KEY_MAX];
+            snprintf(dotted, sizeof dotted, "tls.%s", tls_keys[k].key);
+            cfg_top_where(ld, dotted, &w);
+            return cfg_errf(ld, &w, "missing, expected a file path (%s sets it too)",
+                            tls_keys[k].env);
+        }
+    }
     for (size_t k = 0; k < TLS_NKEYS; k++) {
         char **slot = (char **)(void *)((char *)&out->listen_tls + tls_keys[k].offset);
         const char *env = cfg_env(ld, tls_keys[k].env);
@@ -136,12 +146,8 @@ int cfg_edge_tls_load(const cfg_loader *ld, const json_t *value, cfg *out)
             char dotted[CFG_KEY_MAX];
             snprintf(dotted, sizeof dotted, "tls.%s", tls_keys[k].key);
             cfg_top_where(ld, dotted, &kw);
-            if (v == NULL) {
-                if (k == 2)
-                    continue; /* client_ca_file is optional */
-                return cfg_errf(ld, &kw, "missing, expected a file path (%s sets it too)",
-                                tls_keys[k].env);
-            }
+            if (v == NULL)
+                continue; /* client_ca_file, optional (the others were checked above) */
             path = cfg_get_string(ld, &kw, v, "a file path", cfg_nonempty_ok);
             if (path == NULL)
                 return -1;
