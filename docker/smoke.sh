@@ -260,7 +260,7 @@ r=$(curl -s -o "$WORK/tls.body" -w '%{http_code}' --max-time 10 --cacert "$tls/c
 [ "$r" = 200 ] && grep -q '"status":"accepted"' "$WORK/tls.body" ||
   fail "tls: checkout over HTTPS got $r: $(head -c 300 "$WORK/tls.body")"
 r=$(curl -s -o "$WORK/plain.body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$P_TLS/metrics" || true)
-[ "$r" = 000 ] && ! grep -q checkoutd "$WORK/plain.body" || fail "tls: plain HTTP to the HTTPS port got $r"
+[ "$r" = 000 ] && ! grep -qs checkoutd "$WORK/plain.body" || fail "tls: plain HTTP to the HTTPS port got $r"
 podman healthcheck run "$N-tls" >>"$LOG" 2>&1 || fail "tls: podman healthcheck run: not healthy"
 ok "tls: checkout over HTTPS (curl --cacert) -> 200 accepted; plain HTTP -> no answer; healthy"
 podman rm -f -t 5 "$N-tls" >>"$LOG" 2>&1
