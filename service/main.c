@@ -293,6 +293,8 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     stop_loops(loops, nloops);
+    /* the admin listener's own thread reads the store and the windows: it stops before they go */
+    srv_stop_admin(server);
     /* Before srv_stop: a claim still waiting for Redis is answered (503) on this thread, and its
      * connection must still exist; after the loops: nothing else drives the store any more. */
     idem_free(checkout.idem);

@@ -307,7 +307,7 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
     else if (strcmp(url, "/status.json") == 0)
         probe = ROUTE_STATUS_JSON;
     /* with admin_listen, the operator's pages are there only (health stays here too) */
-    if (probe >= ROUTE_METRICS && probe <= ROUTE_STATUS_JSON && s->admin != NULL)
+    if (probe >= ROUTE_METRICS && probe <= ROUTE_STATUS_JSON && s->cfg->admin_host != NULL)
         probe = ROUTE_DONE;
     if (probe != ROUTE_DONE) {
         req->route = ROUTE_DONE;
@@ -901,11 +901,19 @@ void srv_serve_here(srv *s, int ms)
     }
 }
 
-void srv_stop(srv *s)
+void srv_stop_admin(srv *s)
 {
     if (s == NULL)
         return;
     adm_stop(s->admin);
+    s->admin = NULL;
+}
+
+void srv_stop(srv *s)
+{
+    if (s == NULL)
+        return;
+    srv_stop_admin(s);
     for (size_t i = 0; i < s->nworkers; i++)
         MHD_stop_daemon(s->workers[i].daemon); /* closes its connections: edge_close for each */
     lt_free(&s->tls_files);

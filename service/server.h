@@ -31,6 +31,9 @@ long srv_pending(srv *s);
 /* After the loops stopped (no thread drives the daemons any more): serves from the calling thread
  * for up to ms milliseconds, until every launched checkout's answer went out. */
 void srv_serve_here(srv *s, int ms);
+/* Stops admin_listen's thread (its connections close): before what it reads (metrics, windows,
+ * the idempotency store) is freed. srv_stop does it too. NULL or no admin: nothing. */
+void srv_stop_admin(srv *s);
 /* Closes every connection and frees. Call after the task-group loops have stopped, so that no
  * connection is still suspended and no thread drives a daemon. */
 void srv_stop(srv *s);

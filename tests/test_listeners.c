@@ -121,7 +121,7 @@ static int start_daemon(const char *keys, char *const env[], int admin)
         keys, w.up_port[0], w.up_port[1], w.up_port[2]);
     fclose(f);
     char *quiet[] = {"--log-level", "warn", NULL};
-    w.port = proc_start_checkoutd(&w.daemon, w.config, quiet, env, "/dev/null");
+    w.port = proc_start_checkoutd(&w.daemon, w.config, quiet, env, NULL);
     w.admin_port = -1;
     if (w.port > 0 && admin) {
         char line[256];
