@@ -2,8 +2,9 @@
  *   admin_listen    /metrics, /status, /status.json there only (404 not_found on listen);
  *                   /healthz and /readyz on both; no /checkout on the admin port (404)
  *   tls             curl --cacert: a checkout answered over HTTPS; plain HTTP to that port gets
- *                   no HTTP answer (nothing of the service leaks); a malformed Content-Length and
- *                   a trickled body are closed unanswered (no raw bytes beside GnuTLS)
+ *                   no HTTP answer (nothing of the service leaks); a malformed Content-Length, a
+ *                   trickled body and a body over max_body_bytes are closed unanswered (no raw
+ *                   bytes beside GnuTLS)
  *   tls + client_ca no client certificate: refused; one signed by another CA: refused; one signed
  *                   by client_ca_file: answered
  *   expired cert    refused at start, the message names the variable, the path and the date
@@ -343,6 +344,49 @@ static void test_tls_trickled_body_closed(void **state)
     stop_daemon();
 }
 
+/* The read callback of an endless chunked upload: 1000 bytes per call, forever. */
+static size_t endless(char *buf, size_t size, size_t n, void *user)
+{
+    size_t want = size * n < 1000 ? size * n : 1000;
+    (void)user;
+    memset(buf, ' ', want);
+    return want;
+}
+
+/* A body over max_body_bytes under TLS: the early 413 cannot be written beside GnuTLS, so the
+ * connection is closed at once (never read to its end), and the daemon goes on serving. */
+static void test_tls_body_too_large_closed(void **state)
+{
+    (void)state;
+    char keys[512];
+    snprintf(keys, sizeof keys, "\"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\"}, ",
+             w.server, w.server_key);
+    assert_int_equal(start_daemon(keys, NULL, 0), 0);
+    CURL *e = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    h = curl_slist_append(h, "Transfer-Encoding: chunked");
+    char url[96];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/checkout", w.port);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CAINFO, w.ca);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, endless);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 10000L);
+    double t0 = proc_now_ms();
+    CURLcode rc = curl_easy_perform(e);
+    double took = proc_now_ms() - t0;
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    if (rc == CURLE_OK || rc == CURLE_OPERATION_TIMEDOUT || took > 8000)
+        fail_msg("curl %d after %.0f ms (want the connection closed at once)", (int)rc, took);
+    long st = 0;
+    assert_int_equal(curl_cli("POST", "/checkout", NULL, NULL, &st), 0);
+    assert_int_equal(st, 200);
+    stop_daemon();
+}
+
 static void test_mtls(void **state)
 {
     (void)state;
@@ -402,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_admin_same_as_listen_refused),
         cmocka_unit_test(test_tls_checkout_and_plain_http),
         cmocka_unit_test(test_tls_trickled_body_closed),
+        cmocka_unit_test(test_tls_body_too_large_closed),
         cmocka_unit_test(test_mtls),
         cmocka_unit_test(test_expired_certificate_refused),
     };
