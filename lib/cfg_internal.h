@@ -48,6 +48,9 @@ char *cfg_dup(const cfg_loader *ld, const cfg_where *w, const char *s);
 /* Refuses a key of obj that is not one of the n names of list; expected lists them for people. */
 int cfg_check_keys(const cfg_loader *ld, const cfg_where *w, const json_t *obj,
                    const char *const *list, size_t n, const char *expected);
+/* path opens for reading and is a regular file (or a link to one); *err: an errno, or 0 for "not a
+ * regular file" (lib/cfg_upstream.c). */
+int cfg_file_readable(const char *path, int *err);
 /* An environment variable through the loader's getenv (NULL: unset or no environment). */
 const char *cfg_env(const cfg_loader *ld, const char *name);
 /* The longest host name DNS allows; also bounds an IPv6 literal with its zone. */

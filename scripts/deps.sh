@@ -5,7 +5,7 @@
 #        scripts/deps.sh fuzz   (build + clang and libclang-rt-14-dev, which holds libFuzzer)
 set -eu
 set_name=${1:-build}
-pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libssl-dev libhiredis-dev libc-ares-dev libsqlite3-dev curl ca-certificates"
+pkgs="gcc make pkg-config libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libjansson-dev libssl-dev libhiredis-dev libc-ares-dev libsqlite3-dev curl ca-certificates"
 case "$set_name" in
   build) ;;
   # chromium + node run the browser test of /status (tests/browser); Debian's npm only when no npm

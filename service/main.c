@@ -274,6 +274,11 @@ int main(int argc, char **argv)
     /* Only now, with every worker running: tests and scripts take this line as "ready". */
     printf(strchr(c.listen_host, ':') ? "listening on [%s]:%d\n" : "listening on %s:%d\n",
            c.listen_host, srv_port(server));
+    /* after the line above: tests and scripts take the first "listening on" as listen's */
+    if (c.admin_host != NULL)
+        printf(strchr(c.admin_host, ':') ? "admin listening on [%s]:%d\n"
+                                         : "admin listening on %s:%d\n",
+               c.admin_host, srv_admin_port(server));
     fflush(stdout);
     log_start(&c, srv_port(server));
 
@@ -288,6 +293,8 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     stop_loops(loops, nloops);
+    /* the admin listener's own thread reads the store and the windows: it stops before they go */
+    srv_stop_admin(server);
     /* Before srv_stop: a claim still waiting for Redis is answered (503) on this thread, and its
      * connection must still exist; after the loops: nothing else drives the store any more. */
     idem_free(checkout.idem);

@@ -48,6 +48,7 @@ static const char *const outcome_names[MX_OUTCOMES] = {"accepted",
                                                        "idempotency_in_progress",
                                                        "idempotency_key_reused",
                                                        "idempotency_unavailable",
+                                                       "request_timeout",
                                                        "internal"};
 static const char *const idem_names[MX_IDEM_RESULTS] = {"new", "replayed", "in_progress",
                                                         "mismatch", "unavailable"};

@@ -37,6 +37,7 @@ typedef enum mx_outcome {
     MX_IDEMPOTENCY_IN_PROGRESS,
     MX_IDEMPOTENCY_KEY_REUSED,
     MX_IDEMPOTENCY_UNAVAILABLE,
+    MX_REQUEST_TIMEOUT, /* v1.3 request_timeout_ms: 408 */
     MX_INTERNAL,
     MX_OUTCOMES /* count, not an outcome */
 } mx_outcome;
