@@ -62,6 +62,15 @@ $(B)/obj/%.o: %.c
 $(B)/checkoutd: $(call obj,service/main.c) $(SVC_OBJ) $(LIB_OBJ) $(GEN_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# The test build of checkoutd: the same objects but lib/jr.c, compiled with its fault points
+# (CHECKOUTD_JOURNAL_FAULT, see lib/jr.c) that the kill tests arm. Never shipped.
+$(B)/obj-faults/lib/jr.o: lib/jr.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DJR_FAULTS -c $< -o $@
+
+$(B)/checkoutd-faults: $(call obj,service/main.c) $(SVC_OBJ) $(filter-out $(B)/obj/lib/jr.o,$(LIB_OBJ)) $(B)/obj-faults/lib/jr.o $(GEN_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 # The page's bytes through od (coreutils): no xxd, no linker tricks, works with every $(CC).
 $(B)/gen/status_html.c: service/status.html
 	@mkdir -p $(dir $@)
@@ -96,7 +105,7 @@ run: deps
 # Every test binary gets the built programs' paths; each starts what it needs on free ports.
 test:
 	@sh scripts/deps.sh test
-	@$(MAKE) --no-print-directory all $(TESTS)
+	@$(MAKE) --no-print-directory all $(TESTS) $(B)/checkoutd-faults
 	@sh scripts/run-tests.sh $(B) $(TESTS)
 	@sh tests/browser/run.sh $(B)
 

@@ -4,6 +4,7 @@
 set -u
 b=$1; shift
 export CHECKOUTD_BIN="$PWD/$b/checkoutd"
+export CHECKOUTD_FAULTS_BIN="$PWD/$b/checkoutd-faults"
 export FAKE_UPSTREAMS_BIN="$PWD/$b/fake-upstreams"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
