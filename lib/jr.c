@@ -34,6 +34,7 @@ struct jr {
     pthread_cond_t wake;
     jr_rec *head, *tail;
     int stopping;
+    int closed; /* the thread has ended: a record pushed now is dropped */
     atomic_llong next_id;
     atomic_int healthy;
     /* statistics: written by the journal thread, read by any (relaxed) */
@@ -109,10 +110,21 @@ int jr_recover(jr *j, jr_recover_fn fn, void *arg, char *err, size_t errlen)
     return jr_db_scan(j->db, fn, arg, err, errlen);
 }
 
+void jr_post(jr *j, size_t worker, tg_mail *m)
+{
+    if (worker < j->nboxes)
+        tg_mailbox_post(j->boxes[worker], m);
+    else
+        m->fn(m, 1);
+}
+
+/* Every record handed back was written (or failed): its status is known, so even one delivered
+ * after its loop stopped (on jr_close's thread) gets its real status. */
 static void deliver(tg_mail *m, int stopped)
 {
     jr_rec *r = (jr_rec *)m;
-    r->done(r->arg, stopped ? JR_STOPPED : r->status);
+    (void)stopped;
+    r->done(r->arg, r->status);
     free(r);
 }
 
@@ -234,6 +246,16 @@ static void push(jr *j, jr_rec *r)
     r->mail.fn = deliver;
     atomic_fetch_add_explicit(&j->pending, 1, memory_order_relaxed);
     pthread_mutex_lock(&j->lock);
+    if (j->closed) {
+        /* after jr_close's drain (a checkout cut short at the very end): the record is lost, and
+         * the next start compensates from what was written before (an undo of nothing at worst) */
+        pthread_mutex_unlock(&j->lock);
+        atomic_fetch_sub_explicit(&j->pending, 1, memory_order_relaxed);
+        if (r->done != NULL)
+            r->done(r->arg, JR_FAILED);
+        free(r);
+        return;
+    }
     int was_empty = j->head == NULL;
     if (was_empty)
         j->head = r;
@@ -281,7 +303,7 @@ int64_t jr_begin(jr *j, const jr_begin_info *b, size_t worker, jr_done_fn done, 
         fields +=
             strlen(b->fields[i].name) + 1 + b->fields[i].key_len + 1 + b->fields[i].value_len + 1;
     size_t tail = len0(b->request_id) + len0(b->order_id) + len0(b->idem_key) +
-                  len0(b->idem_token) + fields + 1;
+                  len0(b->idem_token) + len0(b->idem_fp) + fields + 1;
     int64_t id = atomic_fetch_add(&j->next_id, 1);
     jr_rec *r = rec_new(tail, JRK_BEGIN, id, worker, done, arg);
     if (r == NULL)
@@ -293,6 +315,8 @@ int64_t jr_begin(jr *j, const jr_begin_info *b, size_t worker, jr_done_fn done, 
         r->idem_key = put(&p, b->idem_key, strlen(b->idem_key));
     if (b->idem_token != NULL)
         r->idem_token = put(&p, b->idem_token, strlen(b->idem_token));
+    if (b->idem_fp != NULL)
+        r->idem_fp = put(&p, b->idem_fp, strlen(b->idem_fp));
     r->fields = p;
     for (size_t i = 0; i < b->nfields; i++) {
         const jr_field *f = &b->fields[i];
@@ -401,6 +425,9 @@ void jr_close(jr *j)
         pthread_mutex_unlock(&j->lock);
         pthread_cond_signal(&j->wake);
         pthread_join(j->thread, NULL);
+        pthread_mutex_lock(&j->lock);
+        j->closed = 1;
+        pthread_mutex_unlock(&j->lock);
     } else if (j->head != NULL) {
         commit_batch(j, j->head); /* queued before a start that never came (recovery's plans) */
         j->head = j->tail = NULL;

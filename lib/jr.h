@@ -15,9 +15,10 @@
  * Group commit: the thread takes every record queued so far and writes them in one transaction
  * (one fsync: WAL, synchronous=FULL); what arrives during that commit goes into the next one. Then
  * each awaited record's done(arg, status) is posted to its worker's loop (lib/tg_mailbox):
- * status 0 durable, JR_FAILED (the write failed: disk full, I/O error) or JR_STOPPED (the loop had
- * stopped: done runs on the thread of jr_close). A failed write marks the journal unavailable
- * (jr_healthy 0, logged once) until a write succeeds again; the thread probes once a second.
+ * status 0 durable, or JR_FAILED (the write failed: disk full, I/O error; or the record came after
+ * jr_close's drain). A record whose loop had stopped gets its done on the thread of jr_close. A
+ * failed write marks the journal unavailable (jr_healthy 0, logged once) until a write succeeds
+ * again; the thread probes once a second.
  *
  * Ownership: one process per file: jr_open takes an exclusive flock on "<path>.lock" (kept until
  * jr_close) and refuses a file in use, a file that is not a SQLite database or is corrupt, and a
@@ -35,8 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define JR_FAILED  (-5)   /* -EIO: the record is not on disk */
-#define JR_STOPPED (-108) /* -ESHUTDOWN: the loop stopped before done could run there */
+#define JR_FAILED (-5) /* -EIO: the record is not on disk */
 
 typedef struct jr jr;
 typedef void (*jr_done_fn)(void *arg, int status);
@@ -58,6 +58,7 @@ typedef struct jr_begin_info {
     const char *order_id;
     const char *idem_key;   /* the client's Idempotency-Key header as sent, or NULL */
     const char *idem_token; /* the store's claim token, or NULL */
+    const char *idem_fp;    /* the request's fingerprint in hex (lib/idem), or NULL */
     size_t nfields;
     const jr_field *fields;
 } jr_begin_info;
@@ -79,9 +80,9 @@ enum { JR_BEGUN = 0, JR_ACCEPTED = 1, JR_PLANNED = 2, JR_FINISHED = 3 };
 typedef struct jr_pending {
     int64_t id;
     int state;
-    const char *request_id, *order_id, *idem_key, *idem_token; /* key, token may be NULL */
-    int64_t created;                                           /* unix seconds */
-    int answer_status;                                         /* 0: no answer kept */
+    const char *request_id, *order_id, *idem_key, *idem_token, *idem_fp; /* key.. may be NULL */
+    int64_t created;                                                     /* unix seconds */
+    int answer_status;                                                   /* 0: no answer kept */
     const char *answer;
     size_t answer_len;
     size_t nfields; /* the begin record's fields */
@@ -91,6 +92,9 @@ typedef struct jr_pending {
     jr_step steps[32];
 } jr_pending;
 typedef void (*jr_recover_fn)(void *arg, const jr_pending *p);
+/* Hands m to worker's loop (tg_mailbox_post): recovery's store writes that must run there. */
+struct tg_mail;
+void jr_post(jr *j, size_t worker, struct tg_mail *m);
 /* Calls fn for every record not finished, and for every finished one that kept an answer, oldest
  * first. Before jr_start. 0, or -1 with a reason in err (a corrupt file). */
 int jr_recover(jr *j, jr_recover_fn fn, void *arg, char *err, size_t errlen);

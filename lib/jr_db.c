@@ -36,7 +36,7 @@ static const char *const sql_text[S_COUNT] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_INSERT] = "INSERT INTO checkout(id, request_id, order_id, idem_key, idem_token, fields, "
-                 "state, created) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+                 "state, created, idem_fp) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
     [S_ACCEPT_KEYED] = "UPDATE checkout SET state = ?5, finished = ?2, answer_status = ?3, "
                        "answer = ?4 WHERE id = ?1",
     [S_DELETE] = "DELETE FROM checkout WHERE id = ?1",
@@ -55,7 +55,8 @@ static const char *const sql_text[S_COUNT] = {
 
 static const char schema[] =
     "CREATE TABLE checkout(id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, order_id TEXT NOT "
-    "NULL, idem_key TEXT, idem_token TEXT, fields BLOB NOT NULL, state INTEGER NOT NULL, created "
+    "NULL, idem_key TEXT, idem_token TEXT, idem_fp TEXT, fields BLOB NOT NULL, state INTEGER NOT "
+    "NULL, created "
     "INTEGER NOT NULL, finished INTEGER, answer_status INTEGER, answer BLOB);"
     "CREATE INDEX checkout_finished ON checkout(finished) WHERE finished IS NOT NULL;"
     "CREATE TABLE step(checkout_id INTEGER NOT NULL, validation TEXT NOT NULL, result BLOB, state "
@@ -289,6 +290,7 @@ static int apply(jr_db *d, const jr_rec *r, int64_t now)
         bind_text(st, 5, r->idem_token);
         sqlite3_bind_blob64(st, 6, r->fields ? r->fields : "", r->fields_len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 7, now);
+        bind_text(st, 8, r->idem_fp);
         return run(st);
     case JRK_ACCEPTED:
         return end_record(d, r, now);
@@ -426,9 +428,10 @@ static const char *col_text(sqlite3_stmt *st, int i)
 
 int jr_db_scan(jr_db *d, jr_recover_fn fn, void *arg, char *err, size_t errlen)
 {
-    static const char q[] = "SELECT id, state, request_id, order_id, idem_key, idem_token, fields, "
-                            "created, answer_status, answer FROM checkout WHERE state IN (0, 2) "
-                            "OR answer IS NOT NULL ORDER BY id";
+    static const char q[] =
+        "SELECT id, state, request_id, order_id, idem_key, idem_token, fields, "
+        "created, answer_status, answer, idem_fp FROM checkout WHERE state IN (0, 2) "
+        "OR answer IS NOT NULL ORDER BY id";
     static const char qs[] = "SELECT validation, result FROM step WHERE checkout_id = ?1 AND "
                              "state = 0 ORDER BY validation";
     sqlite3_stmt *st = NULL, *ss = NULL;
@@ -457,6 +460,7 @@ int jr_db_scan(jr_db *d, jr_recover_fn fn, void *arg, char *err, size_t errlen)
         p.answer_status = sqlite3_column_int(st, 8);
         p.answer = sqlite3_column_blob(st, 9);
         p.answer_len = (size_t)sqlite3_column_bytes(st, 9);
+        p.idem_fp = col_text(st, 10);
         if (p.answer == NULL)
             p.answer_status = 0;
         if (p.state == JR_PLANNED) {

@@ -3,8 +3,8 @@
  * thread's).
  *
  * Schema (version 1; PRAGMA application_id 0x636b6a72 "ckjr", PRAGMA user_version 1):
- *   checkout(id PK, request_id, order_id, idem_key, idem_token, fields BLOB, state, created,
- *            finished, answer_status, answer BLOB)    one row per journaled checkout
+ *   checkout(id PK, request_id, order_id, idem_key, idem_token, idem_fp, fields BLOB, state,
+ * created, finished, answer_status, answer BLOB)    one row per journaled checkout
  *   step(checkout_id, validation, result BLOB, state)  one row per planned undo step
  *   meta(k PK, v)                                      the probe's row
  * fields is "name\0key\0value\0" per validation with compensate (JSON texts hold no NUL). */
@@ -29,8 +29,8 @@ typedef struct jr_rec {
     size_t worker;
     jr_done_fn done; /* NULL: not awaited, the journal thread frees it */
     void *arg;
-    const char *request_id, *order_id, *idem_key, *idem_token; /* begin */
-    const char *fields;                                        /* begin */
+    const char *request_id, *order_id, *idem_key, *idem_token, *idem_fp; /* begin */
+    const char *fields;                                                  /* begin */
     size_t fields_len;
     int answer_status; /* accepted, plan */
     const char *answer;

@@ -61,6 +61,8 @@ struct co_checkout {
     char *idempotency_key; /* the client's, when some validation has compensate */
     char *traceparent;     /* the client's, when some validation has compensate */
     co_undo *undo;         /* [nvalidations] when some validation has compensate, else NULL */
+    int64_t jid;           /* v1.3: its journal record, 0 when not journaled (or not written) */
+    co_answer *held;       /* v1.3: a 200 waiting for its "accepted" record to be durable */
 };
 
 static void comp_started(void *arg, const comp_task *t);
@@ -422,6 +424,9 @@ static void checkout_free(co_checkout *c)
         for (size_t i = 0; i < c->service->cfg->nvalidations; i++)
             free(c->undo[i].body);
     free(c->undo);
+    if (c->held != NULL)
+        free(c->held->body);
+    free(c->held);
     free(c->idempotency_key);
     free(c->traceparent);
     free(c);
@@ -571,7 +576,65 @@ static void fan_out(co_service *s, co_checkout *c, size_t loop)
     if (s->nloops > 0 && tg_submit(s->loops[loop % s->nloops], c->group) == 0)
         return;
     co_answer a = {0};
+    if (c->jid != 0) /* its record is durable and nothing was sent: an empty plan ends it */
+        jr_plan(s->journal, c->jid, NULL, 0, 0, NULL, 0);
     co_error_answer(&a, 503, "shutting_down", "the service is shutting down");
+    finish(c, &a);
+}
+
+/* ---- journal begin (v1.3): the record is durable before the first upstream request --------- */
+
+static void on_begun(void *arg, int status);
+
+/* A journaled checkout hands its record to the journal and fans out in on_begun, once it is on
+ * disk; any other fans out at once (the v1.2 path: one pointer test). A journal that cannot
+ * write answers 503 at once, nothing sent upstream (fail closed). */
+static void journal_begin(co_service *s, co_checkout *c, size_t loop)
+{
+    jr_field f[CFG_MAX_VALIDATIONS];
+    char fp[2 * IDEM_FP_LEN + 1];
+    size_t n = 0;
+    if (s->journal == NULL) {
+        fan_out(s, c, loop);
+        return;
+    }
+    c->worker = s->nloops > 0 ? loop % s->nloops : 0;
+    for (size_t i = 0; i < s->cfg->nvalidations; i++) {
+        const co_undo *u = &c->undo[i];
+        if (u->body != NULL) /* the validations with compensate: what their undo body needs */
+            f[n++] = (jr_field){s->names[i], u->body + u->key_at, u->key_len, u->body + u->value_at,
+                                u->value_len};
+    }
+    if (c->claimed)
+        idem_hex(c->claim.fp, IDEM_FP_LEN, fp);
+    jr_begin_info b = {.request_id = c->request_id,
+                       .order_id = c->order_id,
+                       .idem_key = c->idempotency_key,
+                       .idem_token = c->claimed && c->claim.token[0] ? c->claim.token : NULL,
+                       .idem_fp = c->claimed ? fp : NULL,
+                       .nfields = n,
+                       .fields = f};
+    if (jr_healthy(s->journal) && (c->jid = jr_begin(s->journal, &b, c->worker, on_begun, c)) > 0)
+        return;
+    on_begun(c, JR_FAILED);
+}
+
+/* The begin record is durable (status 0): fan out. Else answer 503 without any upstream call. */
+static void on_begun(void *arg, int status)
+{
+    co_checkout *c = arg;
+    co_answer a = {0};
+    if (status == 0) {
+        fan_out(c->service, c, c->worker);
+        return;
+    }
+    c->jid = 0; /* nothing was written */
+    co_error_answer(&a, 503, "journal_unavailable",
+                    "the journal cannot write (disk full or I/O error); nothing was sent "
+                    "upstream; retry");
+    a.retry_after = 1;
+    mx_checkout(c->service->metrics, mx_outcome_from_code(a.code), 0);
+    a.elapsed_ms = ms_since(&c->accepted);
     finish(c, &a);
 }
 
@@ -588,7 +651,7 @@ static void on_claimed(idem_claim *cl, void *arg)
         c->claimed = 1;
         if (build_group(s, c, c->kept_order, &c->kept) == 0) {
             drop_kept(c);
-            fan_out(s, c, cl->worker);
+            journal_begin(s, c, cl->worker);
             return;
         }
         co_error_answer(&a, 500, "internal", "out of memory"); /* releases the claim */
@@ -629,7 +692,7 @@ void co_launch(co_service *s, co_checkout *c, size_t loop)
         idem_claim_key(s->idem, &c->claim, on_claimed, c);
         return;
     }
-    fan_out(s, c, loop);
+    journal_begin(s, c, loop);
 }
 
 void co_idem_log(const char *event, const char *detail)
@@ -775,47 +838,71 @@ static uint64_t to_compensate(const co_service *s, const tg_group *g)
     return bits;
 }
 
-/* Starts the undo step of validation i: its body, its headers, a task on the checkout's loop. */
-static void compensate_one(co_checkout *c, const tg_group *g, size_t i)
+/* One undo step: its body, its headers, a task on the job's loop. */
+int co_undo_start(co_service *s, const co_undo_job *j)
 {
-    co_service *s = c->service;
-    const cfg_validation *v = &s->cfg->validations[i];
-    const co_undo *u = &c->undo[i];
-    const tg_result *r = tg_group_result(g, i);
+    const cfg_validation *v = &s->cfg->validations[j->validation];
     char key[600], h_key[640], h_id[CO_ID_MAX + 32], h_trace[600];
     size_t len = 0;
-    const char *result = r->state == TG_OK ? r->raw : NULL;
-    size_t id_at = sizeof "{\"order_id\":" - 1;
-    char *body =
-        comp_body(u->body + id_at, u->key_at - 1 - id_at, v->name, u->body + u->key_at, u->key_len,
-                  u->body + u->value_at, u->value_len, result, result ? r->raw_len : 0, &len);
+    json_t *id = json_string(j->order_id);
+    char *id_json = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
+    json_decref(id);
+    char *body = id_json ? comp_body(id_json, strlen(id_json), v->name, j->key_json, j->key_len,
+                                     j->value_json, j->value_len, j->result, j->result_len, &len)
+                         : NULL;
+    free(id_json);
     const char *common[] = {"Content-Type: application/json", h_id, h_key, NULL, NULL};
     const char *lines[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1];
     const tg_tls tls = {v->tls.ca_file, v->tls.cert_file, v->tls.key_file};
-    snprintf(h_id, sizeof h_id, "X-Request-Id: %s", c->request_id);
-    comp_idempotency_key(c->idempotency_key, c->request_id, v->name, key, sizeof key);
+    snprintf(h_id, sizeof h_id, "X-Request-Id: %s", j->request_id);
+    comp_idempotency_key(j->idem_key, j->request_id, v->name, key, sizeof key);
     snprintf(h_key, sizeof h_key, "Idempotency-Key: %s", key);
-    if (c->traceparent != NULL) { /* the undo belongs to the checkout's trace */
-        snprintf(h_trace, sizeof h_trace, "traceparent: %.512s", c->traceparent);
+    if (j->traceparent != NULL) { /* the undo belongs to the checkout's trace */
+        snprintf(h_trace, sizeof h_trace, "traceparent: %.512s", j->traceparent);
         common[3] = h_trace;
     }
-    comp_spec spec = {.loop = s->loops[c->worker],
-                      .validation = i,
+    comp_spec spec = {.loop = s->loops[j->worker % s->nloops],
+                      .validation = j->validation,
                       .name = v->name,
                       .c = &v->compensate,
-                      .order_id = c->order_id,
-                      .request_id = c->request_id,
-                      .has_result = result != NULL,
+                      .order_id = j->order_id,
+                      .request_id = j->request_id,
+                      .has_result = j->result != NULL,
                       .body = body,
                       .body_len = len,
                       .headers = call_headers(v, common, lines), /* the validation's too */
                       .tls = v->tls.ca_file != NULL || v->tls.cert_file != NULL ? &tls : NULL,
-                      .observer = &s->comp_events};
-    if (body == NULL || comp_run_start(&spec) != 0)
-        jlog_event(JLOG_ERROR, "compensation_failed",
-                   json_pack("{s:s, s:s, s:s, s:i, s:s}", "request_id", c->request_id, "order_id",
-                             c->order_id, "validation", v->name, "attempts", 0, "last_outcome",
-                             "not started"));
+                      .observer = &s->comp_events,
+                      .journal_id = j->journal_id};
+    if (body != NULL && comp_run_start(&spec) == 0)
+        return 0;
+    jlog_event(JLOG_ERROR, "compensation_failed",
+               json_pack("{s:s, s:s, s:s, s:i, s:s}", "request_id", j->request_id, "order_id",
+                         j->order_id, "validation", v->name, "attempts", 0, "last_outcome",
+                         "not started"));
+    return -1;
+}
+
+/* Starts the undo step of validation i of a failed checkout. */
+static void compensate_one(co_checkout *c, const tg_group *g, size_t i)
+{
+    const co_undo *u = &c->undo[i];
+    const tg_result *r = tg_group_result(g, i);
+    const char *result = r->state == TG_OK ? r->raw : NULL;
+    co_undo_job job = {.worker = c->worker,
+                       .validation = i,
+                       .order_id = c->order_id,
+                       .request_id = c->request_id,
+                       .idem_key = c->idempotency_key,
+                       .traceparent = c->traceparent,
+                       .key_json = u->body + u->key_at,
+                       .key_len = u->key_len,
+                       .value_json = u->body + u->value_at,
+                       .value_len = u->value_len,
+                       .result = result,
+                       .result_len = result ? r->raw_len : 0,
+                       .journal_id = c->jid};
+    co_undo_start(c->service, &job);
 }
 
 static void compensate(co_checkout *c, const tg_group *g, uint64_t which)
@@ -846,6 +933,9 @@ static void comp_ended(void *arg, const comp_task *t, int done)
 {
     co_service *s = arg;
     mx_comp_ended(s->metrics, comp_task_validation(t), done);
+    /* v1.3: the step's end is journaled; one cut short by the drain stays owed to the next start */
+    if (s->journal != NULL && comp_task_journal_id(t) != 0 && !comp_task_stopped(t))
+        jr_undo_end(s->journal, comp_task_journal_id(t), comp_task_name(t), done);
     json_t *status =
         comp_task_last_status(t) > 0 ? json_integer(comp_task_last_status(t)) : json_null();
     json_t *f = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "request_id", comp_task_request_id(t),
@@ -856,6 +946,84 @@ static void comp_ended(void *arg, const comp_task *t, int done)
         json_object_set_new(f, "last_outcome", json_string(comp_task_last(t)));
     jlog_event(done ? JLOG_INFO : JLOG_ERROR, done ? "compensation_done" : "compensation_failed",
                f);
+}
+
+/* ---- journal end (v1.3) -------------------------------------------------------------------- */
+
+static void on_accepted(void *arg, int status);
+
+/* The validations with compensate: what a 200 whose record could not be written undoes. */
+static uint64_t with_compensate(const co_service *s)
+{
+    uint64_t bits = 0;
+    for (size_t i = 0; i < s->cfg->nvalidations; i++)
+        if (s->cfg->validations[i].compensate.url != NULL)
+            bits |= (uint64_t)1 << i;
+    return bits;
+}
+
+/* Queues the plan of what is undone (not awaited: the answer goes at once); an empty plan ends
+ * the record. A keyed checkout's stored answer goes with it, for a replay after a restart. */
+static void journal_plan(co_checkout *c, const tg_group *g, const co_answer *a, uint64_t undo)
+{
+    jr_step steps[CFG_MAX_VALIDATIONS];
+    size_t n = 0;
+    int keep = c->claimed && answer_is_final(a);
+    for (size_t i = 0; undo != 0 && i < tg_group_size(g); i++) {
+        if (!(undo >> i & 1u))
+            continue;
+        const tg_result *r = tg_group_result(g, i);
+        steps[n++] = (jr_step){c->service->names[i], r->state == TG_OK ? r->raw : NULL,
+                               r->state == TG_OK ? r->raw_len : 0};
+    }
+    jr_plan(c->service->journal, c->jid, steps, n, a->http_status, keep ? a->body : NULL,
+            a->body_len);
+}
+
+/* A journaled checkout's end: a 200 is held until "accepted" is durable (1: on_accepted answers);
+ * any other answer queues its plan and goes on (0). */
+static int journal_end(co_checkout *c, const tg_group *g, co_answer *a, uint64_t undo)
+{
+    if (a->http_status == 200) {
+        c->held = malloc(sizeof *c->held);
+        if (c->held != NULL) {
+            *c->held = *a;
+            if (jr_accepted(c->service->journal, c->jid, 200, c->claimed ? a->body : NULL,
+                            a->body_len, c->worker, on_accepted, c) == 0)
+                return 1;
+            free(c->held);
+            c->held = NULL;
+        }
+        free(a->body); /* out of memory: the 200 cannot be made durable, so it is not sent */
+        co_error_answer(a, 500, "internal", "out of memory");
+        undo = with_compensate(c->service);
+        a->compensating = __builtin_popcountll(undo);
+    }
+    journal_plan(c, g, a, undo);
+    return 0;
+}
+
+/* The "accepted" record is durable: the 200 goes. Else the 200 must not go (a kill now would
+ * compensate it at the next start): 503 journal_unavailable, and what took effect is undone. */
+static void on_accepted(void *arg, int status)
+{
+    co_checkout *c = arg;
+    co_answer *a = c->held;
+    uint64_t undo = 0;
+    c->held = NULL;
+    if (status != 0) {
+        free(a->body);
+        co_error_answer(a, 503, "journal_unavailable",
+                        "the journal cannot write (disk full or I/O error); retry");
+        a->retry_after = 1;
+        undo = with_compensate(c->service);
+        a->compensating = __builtin_popcountll(undo);
+        journal_plan(c, c->group, a, undo);
+    }
+    respond(c, a);
+    compensate(c, c->group, undo);
+    release(c);
+    free(a);
 }
 
 /* Runs on the loop thread: the group allocated its results here, and they are freed here too.
@@ -884,6 +1052,8 @@ static void on_group_done(tg_group *g, void *user)
     memcpy(a.order_id, c->order_id, sizeof(a.order_id));
     keep_outcomes(g, &a);
     a.compensating = __builtin_popcountll(undo);
+    if (c->jid != 0 && journal_end(c, g, &a, undo))
+        return; /* a 200 waits for its record (on_accepted) */
     respond(c, &a);
     compensate(c, g, undo);
     release(c);

@@ -10,6 +10,7 @@
 #include "cfg.h"
 #include "idem.h"
 #include "comp_run.h"
+#include "jr.h"
 #include "metrics.h"
 #include "tg.h"
 #include "win.h"
@@ -44,6 +45,9 @@ typedef struct co_service {
      * keeps nothing for it); the observer logs and counts every compensation. */
     int has_comp;
     comp_observer comp_events;
+    /* v1.3 durable compensation: the journal (lib/jr) when the config journals, else NULL (the
+     * v1.2 path, no cost). Set after co_service_init, before the first checkout. */
+    jr *journal;
 } co_service;
 
 typedef struct co_request {
@@ -118,6 +122,24 @@ void co_discard(co_service *s, co_checkout *c);
 /* The checkout's JSON log line, from what the answer carries. Called by the server on its own
  * thread, once per answer, so that the cost of the line stays off the task-group loop thread. */
 void co_log(const co_service *s, const co_answer *a);
+
+/* One undo step, of a checkout or of a record recovered from the journal (service/recover.c). */
+typedef struct co_undo_job {
+    size_t worker;     /* the loop it runs on */
+    size_t validation; /* index in the config */
+    const char *order_id, *request_id;
+    const char *idem_key;    /* the client's Idempotency-Key as sent, or NULL */
+    const char *traceparent; /* or NULL */
+    const char *key_json;    /* the field's key and value, JSON texts as in the upstream body */
+    size_t key_len;
+    const char *value_json;
+    size_t value_len;
+    const char *result; /* the upstream's success body, or NULL ("result": null) */
+    size_t result_len;
+    int64_t journal_id; /* 0: not journaled */
+} co_undo_job;
+/* Starts it (lib/comp_run) with the headers of the contract. 0, or -1 (logged). */
+int co_undo_start(co_service *s, const co_undo_job *job);
 
 /* The idem_log_fn of the stores: a warn line {"event": event, "detail": detail}. */
 void co_idem_log(const char *event, const char *detail);

@@ -512,6 +512,8 @@ static enum MHD_Result answer_probe(srv *s, srv_request *req, struct MHD_Connect
     case ROUTE_READYZ:
         if (atomic_load(&s->draining))
             return send_static(conn, 503, "{\"status\":\"draining\"}");
+        if (s->checkout->journal != NULL && !jr_healthy(s->checkout->journal))
+            return send_static(conn, 503, "{\"status\":\"journal_unavailable\"}");
         return send_static(conn, 200, "{\"status\":\"ok\"}");
     case ROUTE_METRICS:
         return send_metrics(conn, s->checkout->metrics);

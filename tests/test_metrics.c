@@ -158,6 +158,7 @@ static void test_outcome_codes(void **state)
                                                    "idempotency_in_progress",
                                                    "idempotency_key_reused",
                                                    "idempotency_unavailable",
+                                                   "journal_unavailable",
                                                    "internal"};
     (void)state;
     for (int i = 0; i < MX_OUTCOMES; i++) {
