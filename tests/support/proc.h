@@ -17,12 +17,12 @@
 #define PROC_BUF_BYTES 8192 /* longest stdout line delivered whole; longer ones come in pieces */
 
 typedef struct proc {
-    pid_t pid;       /* 0 when not started */
-    int out_fd;      /* read end of the child's stdout; valid only while out_open */
-    int out_open;    /* 1 while out_fd is ours to read and close */
-    int reaped;      /* 1 once waitpid collected the child; pid is then never signalled again */
-    int exit_status; /* after reaping: exit code, or 128 + signal number; -1 before */
-    size_t buf_len;  /* stdout bytes read but not yet returned by proc_wait_line */
+    pid_t pid;         /* 0 when not started */
+    int out_fd;        /* read end of the child's stdout; valid only while out_open */
+    int out_open;      /* 1 while out_fd is ours to read and close */
+    int reaped;        /* 1 once waitpid collected the child; pid is then never signalled again */
+    int exit_status;   /* after reaping: exit code, or 128 + signal number; -1 before */
+    size_t buf_len;    /* stdout bytes read but not yet returned by proc_wait_line */
     char journal[128]; /* proc_start_checkoutd's own journal file (removed by proc_stop), or "" */
     char buf[PROC_BUF_BYTES];
 } proc;
