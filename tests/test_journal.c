@@ -448,6 +448,22 @@ static long get_status(const char *path)
     return s;
 }
 
+/* /status.json's journal member: its state and path, records pending, the last commit's age. */
+static void journal_status(const char *state)
+{
+    char url[96];
+    http_reply r;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/status.json", W.port);
+    assert_int_equal(http_request("GET", url, NULL, NULL, 0, 5000, &r), 0);
+    json_t *j = json_object_get(r.json, "journal");
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), state);
+    assert_string_equal(json_string_value(json_object_get(j, "path")), W.journal);
+    assert_true(json_is_integer(json_object_get(j, "pending")));
+    assert_true(json_number_value(json_object_get(j, "last_commit_age_s")) >= 0);
+    http_reply_free(&r);
+}
+
 static void test_journal_unavailable(void **state)
 {
     http_reply r;
@@ -472,6 +488,7 @@ static void test_journal_unavailable(void **state)
     assert_int_equal(key_seen(W.ports[2], "k-w2"), 0); /* fail closed: nothing upstream */
     assert_int_equal(get_status("/readyz"), 503);
     assert_true(metric("checkoutd_journal_up") == 0);
+    journal_status("unavailable");
     assert_true(metric("checkoutd_checkouts_total{outcome=\"journal_unavailable\"}") == 1);
     assert_int_equal(checkout(&r, "o-w3", NULL, ITEMS_OK, PAY_OK, 10000), 0);
     assert_int_equal(r.status, 503); /* refused at once while it cannot write */
@@ -482,6 +499,7 @@ static void test_journal_unavailable(void **state)
     while (get_status("/readyz") != 200 && proc_now_ms() < end) /* the probe, once a second */
         sleep_ms(50);
     assert_int_equal(get_status("/readyz"), 200);
+    journal_status("up");
     assert_int_equal(checkout(&r, "o-w4", "k-w2", ITEMS_OK, PAY_OK, 10000), 0);
     assert_int_equal(r.status, 200); /* the 503 was not stored: the key runs now */
     http_reply_free(&r);
