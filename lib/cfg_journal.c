@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define JOURNAL_DEFAULT_PATH "/var/lib/checkoutd/journal.db"
@@ -82,8 +83,14 @@ static int writable(const char *path)
             return access(dir, W_OK | X_OK);
         }
         *slash = '\0';
-        if (access(dir, F_OK) == 0)
+        struct stat st;
+        if (stat(dir, &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) {
+                errno = ENOTDIR;
+                return -1;
+            }
             return access(dir, W_OK | X_OK);
+        }
     }
 }
 
