@@ -123,23 +123,11 @@ void co_discard(co_service *s, co_checkout *c);
  * thread, once per answer, so that the cost of the line stays off the task-group loop thread. */
 void co_log(const co_service *s, const co_answer *a);
 
-/* One undo step, of a checkout or of a record recovered from the journal (service/recover.c). */
-typedef struct co_undo_job {
-    size_t worker;     /* the loop it runs on */
-    size_t validation; /* index in the config */
-    const char *order_id, *request_id;
-    const char *idem_key;    /* the client's Idempotency-Key as sent, or NULL */
-    const char *traceparent; /* or NULL */
-    const char *key_json;    /* the field's key and value, JSON texts as in the upstream body */
-    size_t key_len;
-    const char *value_json;
-    size_t value_len;
-    const char *result; /* the upstream's success body, or NULL ("result": null) */
-    size_t result_len;
-    int64_t journal_id; /* 0: not journaled */
-} co_undo_job;
-/* Starts it (lib/comp_run) with the headers of the contract. 0, or -1 (logged). */
-int co_undo_start(co_service *s, const co_undo_job *job);
+#define CO_COMMON_HEADERS 4 /* Content-Type, X-Request-Id, Idempotency-Key, traceparent */
+/* The header lines of validation v's request: the checkout's own (common, NULL-ended), then v's
+ * configured ones; common itself when v has none. out is the room for both. */
+const char *const *co_call_headers(const cfg_validation *v, const char *const common[],
+                                   const char *out[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1]);
 
 /* The idem_log_fn of the stores: a warn line {"event": event, "detail": detail}. */
 void co_idem_log(const char *event, const char *detail);

@@ -4,6 +4,7 @@
 #include "eg.h"
 #include "jlog.h"
 #include "tg_mailbox.h"
+#include "undo.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -176,19 +177,19 @@ static void take_up(void *arg, const jr_pending *p)
             continue;
         }
         mx_comp_recovered(s->metrics, (size_t)v);
-        co_undo_job job = {.worker = x->next_worker++ % s->nloops,
-                           .validation = (size_t)v,
-                           .order_id = p->order_id,
-                           .request_id = p->request_id,
-                           .idem_key = p->idem_key,
-                           .key_json = f->key,
-                           .key_len = f->key_len,
-                           .value_json = f->value,
-                           .value_len = f->value_len,
-                           .result = steps[i].result,
-                           .result_len = steps[i].result_len,
-                           .journal_id = p->id};
-        co_undo_start(s, &job);
+        undo_job job = {.worker = x->next_worker++ % s->nloops,
+                        .validation = (size_t)v,
+                        .order_id = p->order_id,
+                        .request_id = p->request_id,
+                        .idem_key = p->idem_key,
+                        .key_json = f->key,
+                        .key_len = f->key_len,
+                        .value_json = f->value,
+                        .value_len = f->value_len,
+                        .result = steps[i].result,
+                        .result_len = steps[i].result_len,
+                        .journal_id = p->id};
+        undo_start(s, &job);
     }
     jlog_event(JLOG_WARN, "compensation_recovered",
                json_pack("{s:s, s:s, s:o}", "request_id", p->request_id, "order_id", p->order_id,
