@@ -99,7 +99,9 @@ void jr_post(jr *j, size_t worker, struct tg_mail *m);
  * first. Before jr_start. 0, or -1 with a reason in err (a corrupt file). */
 int jr_recover(jr *j, jr_recover_fn fn, void *arg, char *err, size_t errlen);
 
-/* Starts the journal thread; records pruned ttl_s after they end. 0 or a negative errno. */
+/* Starts the journal thread; records pruned ttl_s after they end, JR_PRUNE_BATCH (256) per
+ * transaction, between commits (a full batch is followed by the next 50 ms later, else once a
+ * second). 0 or a negative errno. */
 int jr_start(jr *j, long ttl_s);
 
 /* Queues the begin record; done(arg, status) on loop worker once it is durable (or failed).
@@ -129,6 +131,7 @@ typedef struct jr_stats {
     const char *path;
     long commits;
     long records; /* in every commit, for the records-per-commit sum */
+    long pruned;  /* finished records deleted after ttl_s */
     long rpc[JR_RPC_BUCKETS];
     double seconds_sum;
     long sec[JR_SEC_BUCKETS];
@@ -138,8 +141,9 @@ typedef struct jr_stats {
 } jr_stats;
 void jr_get_stats(const jr *j, jr_stats *out);
 
-/* Stops the thread after it wrote what was queued, then runs what its mailboxes still hold
- * (JR_STOPPED), closes the file and frees. After the loops stopped. NULL is fine. */
+/* Stops the thread after it wrote what was queued, then runs what its mailboxes still hold (on
+ * this thread, with each record's real status), closes the file and frees. After the loops
+ * stopped. NULL is fine. */
 void jr_close(jr *j);
 
 #endif

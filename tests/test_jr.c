@@ -217,6 +217,40 @@ static void test_group_commit(void **state)
     tg_loop_stop(loop);
 }
 
+/* Keyed records that ended are kept ttl_s, then pruned in batches of 256 (300: two of them). */
+static void test_prune(void **state)
+{
+    (void)state;
+    assert_int_equal(tg_loop_start(loop), 0);
+    jr *j = open_started();
+    assert_int_equal(jr_start(j, 1), 0);
+    waiter w = {0};
+    jr_begin_info b = {
+        .request_id = "r", .order_id = "o", .idem_key = "k", .nfields = 2, .fields = fields};
+    for (int i = 0; i < 300; i++) {
+        int64_t id = jr_begin(j, &b, 0, on_done, &w);
+        assert_true(id > 0);
+        assert_int_equal(jr_accepted(j, id, 200, "{}", 2, 0, on_done, &w), 0);
+    }
+    wait_calls(&w, 600);
+    jr_stats st;
+    jr_get_stats(j, &st);
+    assert_int_equal(st.pruned, 0); /* kept for ttl_s */
+    for (int i = 0; i < 100 && st.pruned < 300; i++) {
+        usleep(100 * 1000);
+        jr_get_stats(j, &st);
+    }
+    assert_int_equal(st.pruned, 300);
+    jr_close(j);
+    char err[512];
+    seen s0 = {0};
+    j = open_started();
+    assert_int_equal(jr_recover(j, collect, &s0, err, sizeof err), 0);
+    assert_int_equal(s0.n, 0); /* gone from the file */
+    jr_close(j);
+    tg_loop_stop(loop);
+}
+
 /* The callback runs on the worker loop's thread, not the journal's. */
 static void test_callbacks_on_loop(void **state)
 {
@@ -348,6 +382,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_records_and_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callbacks_on_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_and_unknown_version, setup, teardown),
