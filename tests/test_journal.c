@@ -359,6 +359,48 @@ static void test_fault_after_undo_end(void **state)
     assert_int_equal(undo_count(W.ports[2], "undo_requests", "o-undo"), 1);
 }
 
+/* SIGTERM: an undo step the drain gives up is left in the journal and resumed at the next start. */
+static void test_sigterm_leaves_undo_to_next_start(void **state)
+{
+    http_reply r;
+    char url[96], jenv[128], line[256];
+    (void)state;
+    start_upstreams("5000");
+    write_config("");
+    /* the void waits 3 s; the drain gives running compensations 100 ms */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/_fake/undo?fail=0&delay_ms=3000", W.ports[2]);
+    assert_int_equal(http_request("POST", url, NULL, "", 0, 5000, &r), 0);
+    http_reply_free(&r);
+    snprintf(jenv, sizeof jenv, "CHECKOUTD_JOURNAL_PATH=%s", W.journal);
+    char *env[] = {jenv, "CHECKOUTD_COMPENSATION_DRAIN_MS=100", NULL};
+    const char *bin = getenv("CHECKOUTD_BIN") ? getenv("CHECKOUTD_BIN") : "build/release/checkoutd";
+    char *argv[] = {(char *)bin, "--config", W.config_path, NULL};
+    assert_int_equal(proc_spawn(&W.daemon, argv, env, W.log_path), 0);
+    assert_int_equal(proc_wait_line(&W.daemon, "listening on", line, sizeof line, 20000), 0);
+    W.port = proc_port_from_line(line);
+    assert_int_equal(checkout(&r, "o-term", "k-term", ITEMS_NO, PAY_OK, 10000), 0);
+    assert_int_equal(r.status, 422);
+    http_reply_free(&r);
+    double end = proc_now_ms() + 5000;
+    while (undo_count(W.ports[2], "undo_requests", "o-term") < 1 && proc_now_ms() < end)
+        sleep_ms(10);
+    proc_stop(&W.daemon); /* SIGTERM: the void still waits, the drain gives it up */
+    assert_int_equal(W.daemon.exit_status, 0);
+    char *log = log_text();
+    assert_non_null(strstr(log, "\"last_outcome\":\"cancelled\"")); /* given up by the drain */
+    free(log);
+    assert_int_equal(key_seen(W.ports[2], "k-term:compensate:payment"), 1);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/_fake/undo?fail=0&delay_ms=0", W.ports[2]);
+    assert_int_equal(http_request("POST", url, NULL, "", 0, 5000, &r), 0);
+    http_reply_free(&r);
+    start_daemon(NULL);
+    end = proc_now_ms() + 10000; /* resumed, with the same undo key: a repeat for the upstream */
+    while (key_seen(W.ports[2], "k-term:compensate:payment") < 2 && proc_now_ms() < end)
+        sleep_ms(20);
+    assert_int_equal(key_seen(W.ports[2], "k-term:compensate:payment"), 2);
+    assert_true(metric("checkoutd_compensations_recovered_total{validation=\"payment\"}") == 1);
+}
+
 /* ---- killed right after an upstream request was sent ----------------------------------------- */
 
 typedef struct bg {
@@ -798,6 +840,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fault_after_accepted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_after_plan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_after_undo_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_leaves_undo_to_next_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_mid_flight_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_mid_flight_redis, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_unavailable, setup, teardown),
