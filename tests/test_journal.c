@@ -245,16 +245,41 @@ static void assert_interrupted(const http_reply *r)
     assert_string_equal(json_string_value(json_array_get(comp, 1)), "payment");
 }
 
+static int redis_ping(int port)
+{
+    char reply[256];
+    static const char ping[] = "PING\r\nQUIT\r\n";
+    int n = http_raw(port, ping, sizeof(ping) - 1, reply, sizeof reply, 1000);
+    return n > 0 && strstr(reply, "+PONG") != NULL ? 0 : -1;
+}
+
+/* A redis-server of the test's own on a free port; the idempotency block that uses it. */
+static const char *redis_block(char *block, size_t cap)
+{
+    char port_arg[16];
+    W.redis_port = http_free_port();
+    snprintf(port_arg, sizeof port_arg, "%d", W.redis_port);
+    char *argv[] = {"redis-server", "--port", port_arg,      "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no",     "--daemonize", "no",     NULL};
+    assert_int_equal(proc_spawn(&W.redis, argv, NULL, "/dev/null"), 0);
+    double until = proc_now_ms() + 10000;
+    while (redis_ping(W.redis_port) != 0 && proc_now_ms() < until)
+        sleep_ms(20);
+    assert_int_equal(redis_ping(W.redis_port), 0);
+    snprintf(block, cap, "{\"store\": \"redis\", \"redis_url\": \"redis://127.0.0.1:%d\"}",
+             W.redis_port);
+    return block;
+}
+
 /* ---- killed right after each journal step (the test build's fault points) ------------------ */
 
 /* After "begin" is durable, before any upstream request: nothing went upstream; the restart
  * undoes both (result null) with the undo key of before, and the key replays 502 interrupted. */
-static void test_fault_after_begin(void **state)
+static void fault_after_begin(const char *idem_block)
 {
     http_reply r;
-    (void)state;
     start_upstreams("5000");
-    write_config("");
+    write_config(idem_block);
     start_daemon("begin");
     checkout(&r, "o-begin", "k-begin", ITEMS_OK, PAY_OK, 10000);
     assert_int_equal(r.status, 0); /* no answer: the process died */
@@ -295,12 +320,11 @@ static void test_fault_after_begin(void **state)
 }
 
 /* After "accepted" is durable, before the 200 left: never undone; the key replays the 200. */
-static void test_fault_after_accepted(void **state)
+static void fault_after_accepted(const char *idem_block)
 {
     http_reply r;
-    (void)state;
     start_upstreams("5000");
-    write_config("");
+    write_config(idem_block);
     start_daemon("accepted");
     checkout(&r, "o-acc", "k-acc", ITEMS_OK, PAY_OK, 10000);
     assert_int_equal(r.status, 0);
@@ -318,6 +342,34 @@ static void test_fault_after_accepted(void **state)
     assert_int_equal(undo_count(W.ports[2], "undo_requests", "o-acc"), 0);
     assert_int_equal(undo_count(W.ports[1], "undo_requests", "o-acc"), 0);
     assert_int_equal(key_seen(W.ports[2], "k-acc"), 1); /* not run again */
+}
+
+static void test_fault_after_begin(void **state)
+{
+    (void)state;
+    fault_after_begin("");
+}
+
+/* The same with Redis: the 502 replaces the dead process's claim (by its token). */
+static void test_fault_after_begin_redis(void **state)
+{
+    char block[160];
+    (void)state;
+    fault_after_begin(redis_block(block, sizeof block));
+}
+
+static void test_fault_after_accepted(void **state)
+{
+    (void)state;
+    fault_after_accepted("");
+}
+
+/* The same with Redis: the claim the dead process held is replaced by the journaled 200. */
+static void test_fault_after_accepted_redis(void **state)
+{
+    char block[160];
+    (void)state;
+    fault_after_accepted(redis_block(block, sizeof block));
 }
 
 /* After the plan is durable: the restart resumes it (the payment's void); the 422 replays. */
@@ -451,30 +503,11 @@ static void test_kill_mid_flight_memory(void **state)
     kill_mid_flight("");
 }
 
-static int redis_ping(int port)
-{
-    char reply[256];
-    static const char ping[] = "PING\r\nQUIT\r\n";
-    int n = http_raw(port, ping, sizeof(ping) - 1, reply, sizeof reply, 1000);
-    return n > 0 && strstr(reply, "+PONG") != NULL ? 0 : -1;
-}
-
 static void test_kill_mid_flight_redis(void **state)
 {
-    char port_arg[16], block[160];
+    char block[160];
     (void)state;
-    W.redis_port = http_free_port();
-    snprintf(port_arg, sizeof port_arg, "%d", W.redis_port);
-    char *argv[] = {"redis-server", "--port", port_arg,      "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no",     "--daemonize", "no",     NULL};
-    assert_int_equal(proc_spawn(&W.redis, argv, NULL, "/dev/null"), 0);
-    double until = proc_now_ms() + 10000;
-    while (redis_ping(W.redis_port) != 0 && proc_now_ms() < until)
-        sleep_ms(20);
-    assert_int_equal(redis_ping(W.redis_port), 0);
-    snprintf(block, sizeof block, "{\"store\": \"redis\", \"redis_url\": \"redis://127.0.0.1:%d\"}",
-             W.redis_port);
-    kill_mid_flight(block);
+    kill_mid_flight(redis_block(block, sizeof block));
 }
 
 /* ---- a journal that cannot write ------------------------------------------------------------ */
@@ -837,7 +870,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fault_after_begin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_after_begin_redis, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_after_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_after_accepted_redis, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_after_plan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_after_undo_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_leaves_undo_to_next_start, setup, teardown),
