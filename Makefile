@@ -63,6 +63,15 @@ $(B)/obj/%.o: %.c
 $(B)/checkoutd: $(call obj,service/main.c) $(SVC_OBJ) $(LIB_OBJ) $(GEN_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# The test build of checkoutd: the same objects but lib/jr.c, compiled with its fault points
+# (CHECKOUTD_JOURNAL_FAULT, see lib/jr.c) that the kill tests arm. Never shipped.
+$(B)/obj-faults/lib/jr.o: lib/jr.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DJR_FAULTS -c $< -o $@
+
+$(B)/checkoutd-faults: $(call obj,service/main.c) $(SVC_OBJ) $(filter-out $(B)/obj/lib/jr.o,$(LIB_OBJ)) $(B)/obj-faults/lib/jr.o $(GEN_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 # The page's bytes through od (coreutils): no xxd, no linker tricks, works with every $(CC).
 $(B)/gen/status_html.c: service/status.html
 	@mkdir -p $(dir $@)
@@ -97,7 +106,7 @@ run: deps
 # Every test binary gets the built programs' paths; each starts what it needs on free ports.
 test:
 	@sh scripts/deps.sh test
-	@$(MAKE) --no-print-directory all $(TESTS)
+	@$(MAKE) --no-print-directory all $(TESTS) $(B)/checkoutd-faults
 	@sh scripts/run-tests.sh $(B) $(TESTS)
 	@sh tests/browser/run.sh $(B)
 	@sh tests/docs/run.sh $(B)
@@ -155,8 +164,8 @@ FUZZ_CC      ?= clang
 FUZZ_B       := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(BASE) $(filter-out -Werror,$(WARN)) -O1 $(FUZZ_SAN) -Iservice \
-                $(shell pkg-config --cflags libcurl jansson hiredis libcrypto 2>/dev/null)
-FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl jansson hiredis libcrypto 2>/dev/null) -lm
+                $(shell pkg-config --cflags libcurl jansson hiredis libcrypto sqlite3 2>/dev/null)
+FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl jansson hiredis libcrypto sqlite3 2>/dev/null) -lm
 FUZZ_SRC     := $(LIB_SRC) $(filter-out service/main.c service/server.c service/status.c service/admin.c service/listen_tls.c service/clen.c,$(wildcard service/*.c))
 FUZZ_OBJ     := $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC))
 FUZZERS      := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))

@@ -95,10 +95,13 @@ cleanup() {
     done
   fi
   [ -n "$kube_played" ] && podman kube down "$kube_played" >>"$LOG" 2>&1
+  podman volume rm -f checkoutd-journal >>"$LOG" 2>&1
   for p in "$N-compose" "$N-scale" "$N-dc"; do
     podman ps -a -q --filter "label=io.podman.compose.project=$p" | xargs -r podman rm -f -t 5 >>"$LOG" 2>&1
     podman ps -a -q --filter "label=com.docker.compose.project=$p" | xargs -r podman rm -f -t 5 >>"$LOG" 2>&1
     podman network rm -f "${p}_default" >>"$LOG" 2>&1
+    # the journal volumes of the compose files (v1.3), named <project>_<volume>
+    podman volume ls -q | grep "^${p}_" | xargs -r podman volume rm -f >>"$LOG" 2>&1
   done
   if [ -n "$svc" ]; then
     kill "$svc" 2>/dev/null
@@ -382,21 +385,36 @@ CHECKOUTD_IMAGE=$IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE REDIS_IMAGE=$REDIS_IMAGE tim
 podman network rm -f "$N-scale_default" >>"$LOG" 2>&1 || true
 ok "compose.scale.yaml down"
 
-# ==== 4. docker/k8s: the Deployment + ConfigMap played by podman. Two changes, made here and
-# nowhere else, because a cluster needs neither: one replica (podman plays every replica on this
-# one host, and they cannot share a host port) and a hostPort on loopback (podman runs no Service).
-# The image is this run's tag. Everything else — envFrom, ports, command, securityContext — is as
-# committed.
-kube=$WORK/deployment.play.yaml
+# ==== 4. docker/k8s: the StatefulSet + ConfigMap played by podman. Changes made here and nowhere
+# else, because a cluster needs none of them: one replica (podman plays every replica on this one
+# host, and they cannot share a host port), a hostPort on loopback (podman runs no Service), and,
+# since podman 4.3 plays Deployments, Pods and PersistentVolumeClaims but no StatefulSet: kind
+# Deployment, without the StatefulSet's own keys, its volumeClaimTemplate played as one PVC
+# (checkoutd-journal, a podman volume) mounted the same way. The image is this run's tag.
+# Everything else — envFrom, ports, command, securityContext, the volume mount — is as committed.
+kube=$WORK/statefulset.play.yaml
 awk -v port="$P_KUBE" -v image="$IMAGE" '
+  /^kind: StatefulSet$/ { print "kind: Deployment"; k++; next }
+  /^  serviceName: / || /^  podManagementPolicy: / { next }
+  /^  volumeClaimTemplates:$/ { skip = 1 }
+  skip { next }
   /^  replicas: [0-9]+$/ { sub(/[0-9]+$/, "1"); r++ }
   /image: localhost\/checkoutd:latest/ { sub(/localhost\/checkoutd:latest/, image); i++ }
+  /^      containers:$/ {
+    print "      volumes:"; print "        - name: journal"
+    print "          persistentVolumeClaim:"; print "            claimName: checkoutd-journal"; v++ }
   { print }
   /^ *containerPort: 8080$/ {
     ind = $0; sub(/containerPort.*/, "", ind)
     print ind "hostPort: " port; print ind "hostIP: 127.0.0.1"; h++ }
-  END { if (r != 1 || i != 2 || h != 1) { print "transform failed" > "/dev/stderr"; exit 1 } }
-' docker/k8s/deployment.yaml >"$kube" || fail "could not adapt docker/k8s/deployment.yaml for podman"
+  END {
+    if (k != 1 || r != 1 || i != 2 || h != 1 || v != 1 || skip != 1) {
+      print "transform failed" > "/dev/stderr"; exit 1 }
+    print "---"; print "apiVersion: v1"; print "kind: PersistentVolumeClaim"
+    print "metadata:"; print "  name: checkoutd-journal"; print "spec:"
+    print "  accessModes: [\"ReadWriteOnce\"]"; print "  resources:"
+    print "    requests:"; print "      storage: 1Gi" }
+' docker/k8s/statefulset.yaml >"$kube" || fail "could not adapt docker/k8s/statefulset.yaml for podman"
 # A third change: the ConfigMap's Idempotency-Key store is the Redis of redis.yaml, reached by its
 # Service name, which podman does not run; the pod played here uses the memory store.
 kube_cm=$WORK/configmap.play.yaml
@@ -420,8 +438,12 @@ kctr=$(podman ps --format '{{.Names}}' | grep -- '-checkoutd$' | grep '^checkout
   fail "kube: the ConfigMap's CHECKOUTD_* did not reach the container"
 [ "$(podman exec "$kctr" id -u)" = 10001 ] || fail "kube: not running as uid 10001"
 check_checkouts "$P_KUBE" "kube play"
+# The journal's volume is mounted where journal.path's default lives, writable by uid 10001.
+podman exec "$kctr" sh -c 'test -d /var/lib/checkoutd && test -w /var/lib/checkoutd' ||
+  fail "kube: /var/lib/checkoutd is not a writable volume for uid 10001"
 podman kube down "$kube" >>"$LOG" 2>&1 || fail "podman kube down"
 kube_played=""
-ok "kube play: ConfigMap env in the container, /healthz + /readyz 200, admin port healthy, /metrics 404 on 8080, uid 10001; kube down"
+podman volume rm -f checkoutd-journal >>"$LOG" 2>&1 || true
+ok "kube play: ConfigMap env in the container, /healthz + /readyz 200, admin port healthy, /metrics 404 on 8080, uid 10001, journal volume; kube down"
 
 ok "all checks passed in $((SECONDS - START)) s"

@@ -156,6 +156,17 @@ typedef struct cfg_listen_tls {
     char *key_file;       /* its PEM private key */
     char *client_ca_file; /* NULL, or PEM CAs a client certificate must be signed by (mTLS) */
 } cfg_listen_tls;
+/* journal (v1.3, "Durable compensation"; lib/cfg_journal.c), all optional:
+ *   store  "file" | "off"  ["file" when some validation has compensate]  CHECKOUTD_JOURNAL_STORE
+ *   path   the SQLite file [/var/lib/checkoutd/journal.db]               CHECKOUTD_JOURNAL_PATH
+ * on is 1 when checkouts journal: store "file" and some validation has compensate. The path is
+ * checked at load without being taken: the file, or its nearest existing directory, must be
+ * writable (lib/jr creates the missing directories at start). */
+typedef struct cfg_journal {
+    int on;
+    int off_given; /* "off" was asked for while some validation has compensate: warn at start */
+    char *path;
+} cfg_journal;
 
 typedef struct cfg {
     char *listen_host;            /* "127.0.0.1", "0.0.0.0", "::1" (brackets stripped) */
@@ -188,6 +199,7 @@ typedef struct cfg {
      * "trace" member of its answer (docs/operations.md, "Tracing one checkout"). Off by default:
      * internal services' timings are not for the public. */
     int trace;
+    cfg_journal journal; /* lib/cfg_journal.c */
 } cfg;
 
 /* Looks up an environment variable; getenv in production, a table in tests. NULL when unset. */

@@ -113,6 +113,8 @@ void cfg_comp_free(cfg_validation *out);
 /* The parsers of the blocks (one lib/cfg_<area>.c each). */
 int cfg_idem_load(const cfg_loader *ld, const json_t *value, cfg *out);
 void cfg_idem_free(cfg *out);
+int cfg_journal_load(const cfg_loader *ld, const json_t *value, cfg *out); /* cfg_journal.c */
+void cfg_journal_free(cfg *out);
 
 /* The tables (lib/cfg_blocks.c), each ended by an entry whose key is NULL. */
 extern const cfg_val_block cfg_val_blocks[];

@@ -1,6 +1,7 @@
 /* admin — the admin listener. See admin.h. */
 #include "admin.h"
 
+#include "jr.h"
 #include "metrics.h"
 #include "status.h"
 
@@ -64,6 +65,8 @@ enum MHD_Result adm_answer_page(struct MHD_Connection *conn, adm_page r, co_serv
     case ADM_READYZ:
         if (draining)
             return queue_json(conn, 503, "{\"status\":\"draining\"}");
+        if (checkout->journal != NULL && !jr_healthy(checkout->journal))
+            return queue_json(conn, 503, "{\"status\":\"journal_unavailable\"}");
         return queue_json(conn, 200, "{\"status\":\"ok\"}");
     case ADM_METRICS:
         text = mx_render(checkout->metrics, &len);

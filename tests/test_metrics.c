@@ -159,6 +159,7 @@ static void test_outcome_codes(void **state)
                                                    "idempotency_key_reused",
                                                    "idempotency_unavailable",
                                                    "request_timeout",
+                                                   "journal_unavailable",
                                                    "internal"};
     (void)state;
     for (int i = 0; i < MX_OUTCOMES; i++) {
