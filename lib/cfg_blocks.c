@@ -20,5 +20,6 @@ const cfg_val_block cfg_val_blocks[] = {
 const cfg_top_block cfg_top_blocks[] = {
     {"idempotency", cfg_idem_load, cfg_idem_free},
     {"trace", cfg_trace_load, NULL},
+    {"dns", cfg_dns_load, cfg_dns_free}, /* cfg_dns.c */
     {NULL, NULL, NULL},
 };

@@ -97,6 +97,36 @@ int dns_is_literal(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
+int dns_url_host(const char *url, char *out, size_t cap)
+{
+    const char *p = strstr(url, "://");
+    if (p == NULL)
+        return -1;
+    p += 3;
+    size_t auth = strcspn(p, "/?#");
+    const char *at = memchr(p, '@', auth);
+    if (at != NULL) {
+        auth -= (size_t)(at + 1 - p);
+        p = at + 1;
+    }
+    size_t len;
+    if (p[0] == '[') {
+        const char *end = memchr(p, ']', auth);
+        if (end == NULL)
+            return -1;
+        p++;
+        len = (size_t)(end - p);
+    } else {
+        const char *colon = memchr(p, ':', auth);
+        len = colon ? (size_t)(colon - p) : auth;
+    }
+    if (len == 0 || len >= cap)
+        return -1;
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return 0;
+}
+
 /* c-ares: fd is to be watched for read/write (both 0: no longer). */
 static void on_sock_state(void *data, ares_socket_t fd, int readable, int writable)
 {

@@ -85,6 +85,9 @@ int dns_all_resolved(const dns *d);
 
 /* 1 when host is an IPv4 or IPv6 literal (brackets allowed): it needs no lookup. */
 int dns_is_literal(const char *host);
+/* The host of an http(s) URL ("https://user@[fd00::7]:8443/x" -> "fd00::7") into out; 0, or -1
+ * when there is none or it does not fit. */
+int dns_url_host(const char *url, char *out, size_t cap);
 /* CLOCK_MONOTONIC in ms, the clock of dns_stats.last_ok_ms. */
 int64_t dns_now_ms(void);
 

@@ -44,6 +44,10 @@ typedef struct co_service {
      * keeps nothing for it); the observer logs and counts every compensation. */
     int has_comp;
     comp_observer comp_events;
+    /* v1.3 "Names": the process's resolver (NULL: none, tests), and per validation the host of
+     * its url (NULL when an IP literal). Set after co_service_init, before the first checkout. */
+    dns *resolver;
+    dns_host *hosts[CFG_MAX_VALIDATIONS];
 } co_service;
 
 typedef struct co_request {

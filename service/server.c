@@ -240,6 +240,32 @@ static enum MHD_Result send_static(struct MHD_Connection *conn, int status, cons
     return ok;
 }
 
+/* v1.3 "Names": 503 {"status": "resolving", "hosts": [names never resolved]} until every host
+ * name of the config has an address, so that a balancer sends nothing to a replica that cannot
+ * reach its upstreams yet. */
+static enum MHD_Result send_resolving(struct MHD_Connection *conn, dns *names)
+{
+    json_t *hosts = json_array();
+    for (size_t i = 0; i < dns_count(names); i++)
+        if (!dns_resolved(dns_at(names, i)))
+            json_array_append_new(hosts, json_string(dns_host_name(dns_at(names, i))));
+    json_t *doc = json_pack("{s:s, s:o}", "status", "resolving", "hosts", hosts);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text == NULL)
+        return send_static(conn, 503, "{\"status\":\"resolving\"}");
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result ok = MHD_queue_response(conn, 503, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 /* GET /metrics: rendered per scrape, O(series). */
 static enum MHD_Result send_metrics(struct MHD_Connection *conn, const mx *metrics)
 {
@@ -512,6 +538,8 @@ static enum MHD_Result answer_probe(srv *s, srv_request *req, struct MHD_Connect
     case ROUTE_READYZ:
         if (atomic_load(&s->draining))
             return send_static(conn, 503, "{\"status\":\"draining\"}");
+        if (s->checkout->resolver != NULL && !dns_all_resolved(s->checkout->resolver))
+            return send_resolving(conn, s->checkout->resolver);
         return send_static(conn, 200, "{\"status\":\"ok\"}");
     case ROUTE_METRICS:
         return send_metrics(conn, s->checkout->metrics);
