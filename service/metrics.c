@@ -507,8 +507,7 @@ static void render_dns(text *t, const mx *m)
     family(t, "checkoutd_dns_addresses", "gauge",
            "Addresses of each upstream host name in use now (the last good lookup's).");
     for (size_t i = 0; i < n; i++) {
-        dns_addrs a;
-        a.generation = 0;
+        dns_addrs a = {.generation = 0}; /* cold: /metrics and /status.json only */
         dns_snapshot(dns_at(m->names, i), &a);
         char *label = escape_label(dns_host_name(dns_at(m->names, i)));
         put(t, "checkoutd_dns_addresses{host=\"%s\"} %zu\n", label ? label : "", a.n);

@@ -116,9 +116,8 @@ static void names_of(const co_service *s, size_t i, json_t *v)
     if (h == NULL) {
         json_array_append_new(addrs, json_string(host));
     } else {
-        dns_addrs a;
+        dns_addrs a = {.generation = 0}; /* cold: /status.json only */
         dns_stats st;
-        a.generation = 0;
         dns_snapshot(h, &a);
         dns_host_stats(h, &st);
         for (size_t k = 0; k < a.n; k++)
