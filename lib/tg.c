@@ -283,6 +283,7 @@ static size_t name_current(tg_name *n)
 {
     if (n->host == NULL || !dns_snapshot(n->host, &n->addrs))
         return n->addrs.n;
+    memset(n->down_until, 0, sizeof n->down_until);
     for (size_t i = 0; i < n->addrs.n; i++) {
         const char *a = n->addrs.addr[i];
         int v6 = strchr(a, ':') != NULL;
@@ -360,6 +361,9 @@ static int xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms, int a
         if (!again) { /* a new request: the next address in turn, so connections spread */
             x->addr = name->next++ % (unsigned)naddrs;
             x->tried = 0;
+            uint64_t now = now_ns();
+            for (size_t k = 0; k < naddrs && name->down_until[x->addr] > now; k++)
+                x->addr = (x->addr + 1) % (unsigned)naddrs; /* all down: the first one tried */
         } else { /* the address after the one that refused */
             x->addr = (x->addr + 1) % (unsigned)naddrs;
         }
@@ -713,6 +717,8 @@ static tg_group *queue_take(tg_loop *l)
     return head;
 }
 
+#define TG_ADDR_DOWN_NS (1000u * 1000000u) /* a refusing address rests 1 s, then is tried again */
+
 /* x could not connect (refused, unreachable): nothing was sent. When its name has an address it
  * has not tried, the same request (same X-Checkout-Attempt, the time left of its timeout) starts
  * again on the next one: 1. Else 0, and the failure stands. */
@@ -727,6 +733,7 @@ static int xfer_failover(tg_loop *l, tg_xfer *x)
     if (left < 1)
         return 0;
     unsigned addr = x->addr, tried = x->tried;
+    x->name->down_until[addr] = now + TG_ADDR_DOWN_NS;
     tgi_xfer_detach(l, x, NULL);
     x->addr = addr;
     x->tried = tried;

@@ -48,6 +48,10 @@ typedef struct tg_name {
     dns_host *host;  /* NULL: the resolver refused the name (too long, too many): never ready */
     dns_addrs addrs; /* generation 0: not resolved yet */
     unsigned next;   /* the rotation: transfer k starts at address k mod n */
+    /* an address that refused a connection is skipped by new requests until then (now_ns clock;
+     * cleared with each new list): "localhost" as 127.0.0.1 and ::1 before an upstream that
+     * listens on IPv4 only must not cost every other request a refused connect */
+    uint64_t down_until[DNS_MAX_ADDRS];
     struct curl_slist connect_to[DNS_MAX_ADDRS]; /* one entry each, next NULL */
     char entry[DNS_MAX_ADDRS][DNS_ADDR_LEN + 8]; /* "::[fd00::7]:" fits */
 } tg_name;

@@ -85,12 +85,15 @@ static void on_done(tg_group *g, void *user)
     (*(int *)user)++;
 }
 
-/* One group of the given URLs, run by hand on this thread until done (at most 10 s). */
-static tg_group *run(tg_loop *loop, size_t n, const char *const urls[])
+/* One group of the given URLs (traced when trace), run by hand on this thread until done (at
+ * most 10 s). */
+static tg_group *run_traced(tg_loop *loop, size_t n, const char *const urls[], int trace)
 {
     int done = 0;
     tg_group *g = tg_group_new(n, 5000, on_done, &done);
     assert_non_null(g);
+    if (trace)
+        assert_int_equal(tg_group_trace(g), 0);
     for (size_t i = 0; i < n; i++) {
         char *body = strdup("{\"order_id\":\"o-1\"}");
         assert_int_equal(tg_call_set(g, i, urls[i], body, strlen(body), NULL, 3000), 0);
@@ -101,6 +104,11 @@ static tg_group *run(tg_loop *loop, size_t n, const char *const urls[])
         tg_loop_run_once(loop, 50);
     assert_true(done);
     return g;
+}
+
+static tg_group *run(tg_loop *loop, size_t n, const char *const urls[])
+{
+    return run_traced(loop, n, urls, 0);
 }
 
 static void wait_resolved(const char *name)
@@ -161,6 +169,16 @@ static void test_refused_address_moves_on(void **state)
         tg_group_free(g);
     }
     assert_int_equal(stub_requests(fx.s2), 6);
+    /* the refusing address rests: new requests go straight to the other one (one transfer each,
+     * where trying .4 first would show as a second, failed-over transfer) */
+    for (int i = 0; i < 4; i++) {
+        const char *urls[] = {url};
+        tg_group *g = run_traced(fx.loop, 1, urls, 1);
+        const tg_attempt *a = NULL;
+        assert_int_equal(tg_call_attempts(g, 0, &a), 1);
+        assert_int_equal(a[0].state, TG_OK);
+        tg_group_free(g);
+    }
 }
 
 /* A name never resolved: transport "<host>: not resolved yet" at once, attempts 0, not sent. */
