@@ -40,6 +40,7 @@ typedef struct world {
 
 static world W;
 static long dns_timeout_ms = 5000;
+static char top_extra[256]; /* more top-level members of the config (", \"idempotency\": ...") */
 
 static void sleep_ms(long ms)
 {
@@ -52,6 +53,7 @@ static int setup(void **state)
     (void)state;
     memset(&W, 0, sizeof W);
     dns_timeout_ms = 5000;
+    top_extra[0] = '\0';
     W.dns = dnsd_start();
     W.s2 = stub_start_at("127.0.0.2", 0);
     W.s3 = W.s2 ? stub_start_at("127.0.0.3", stub_port(W.s2)) : NULL;
@@ -80,14 +82,14 @@ static void start(const char *inv_query, const char *pay_extra)
     FILE *f = fopen(W.config_path, "w");
     assert_non_null(f);
     fprintf(f,
-            "{\"listen\": \"127.0.0.1:0\", \"deadline_ms\": 5000,"
+            "{\"listen\": \"127.0.0.1:0\", \"deadline_ms\": 5000%s,"
             " \"dns\": {\"servers\": [\"127.0.0.1:%d\"], \"refresh_ms\": %d, \"timeout_ms\": %ld},"
             " \"validations\": ["
             "{\"name\": \"inventory\", \"field\": \"items\", \"url\": "
             "\"http://127.0.0.1:%d/i%s\", \"timeout_ms\": 3000},"
             "{\"name\": \"payment\", \"field\": \"payment\", \"url\": \"http://pay.test:%d/p\","
             " \"timeout_ms\": 3000%s}]}\n",
-            dnsd_port(W.dns), REFRESH_MS, dns_timeout_ms, stub_port(W.inv), inv_query,
+            top_extra, dnsd_port(W.dns), REFRESH_MS, dns_timeout_ms, stub_port(W.inv), inv_query,
             stub_port(W.s2), pay_extra);
     fclose(f);
     char *env[] = {"CHECKOUTD_LOOPS=2", NULL};
@@ -102,13 +104,22 @@ static void get(const char *path, http_reply *r)
     assert_int_equal(http_request("GET", url, NULL, NULL, 0, 5000, r), 0);
 }
 
-static void checkout(http_reply *r)
+static void checkout_keyed(http_reply *r, const char *key)
 {
-    char url[64];
-    const char *headers[] = {"Content-Type: application/json", NULL};
+    char url[64], h[96];
+    const char *headers[] = {"Content-Type: application/json", NULL, NULL};
+    if (key != NULL) {
+        snprintf(h, sizeof h, "Idempotency-Key: %s", key);
+        headers[1] = h;
+    }
     snprintf(url, sizeof url, "http://127.0.0.1:%d/checkout", W.port);
     http_request("POST", url, headers, order, strlen(order), 20000, r);
     assert_non_null(r->json);
+}
+
+static void checkout(http_reply *r)
+{
+    checkout_keyed(r, NULL);
 }
 
 /* Polls /readyz until it answers status; 0 or -1. */
@@ -342,6 +353,83 @@ static void test_address_change_followed(void **state)
     assert_int_equal(stub_requests(W.s3), 10);
 }
 
+/* ---- Redis by name ------------------------------------------------------------------------ */
+
+static int redis_ping(const char *ip, int port)
+{
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "redis-cli -h %s -p %d ping 2>/dev/null | grep -q PONG", ip, port);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void redis_start(proc *p, const char *ip, int port)
+{
+    char port_arg[16], ip_arg[32];
+    snprintf(port_arg, sizeof port_arg, "%d", port);
+    snprintf(ip_arg, sizeof ip_arg, "%s", ip);
+    char *argv[] = {"redis-server", "--port",     port_arg,       "--bind", ip_arg,
+                    "--save",       "",           "--appendonly", "no",     "--daemonize",
+                    "no",           "--loglevel", "warning",      NULL};
+    assert_int_equal(proc_spawn(p, argv, NULL, "/dev/null"), 0);
+    double until = proc_now_ms() + 10000;
+    while (redis_ping(ip, port) != 0 && proc_now_ms() < until)
+        sleep_ms(20);
+    assert_int_equal(redis_ping(ip, port), 0);
+}
+
+/* The Idempotency-Key store at redis://redis.test:PORT: keyed checkouts work once the name
+ * resolves; the name moves to another Redis (127.0.0.1 -> 127.0.0.2) and the first one stops:
+ * the workers reconnect to the new address (a key stored on the first is new there). */
+static void test_redis_by_name(void **state)
+{
+    (void)state;
+    int port = http_free_port();
+    assert_true(port > 0);
+    proc r1 = {0}, r2 = {0};
+    redis_start(&r1, "127.0.0.1", port);
+    redis_start(&r2, "127.0.0.2", port);
+    dnsd_set(W.dns, "pay.test", "127.0.0.2");
+    dnsd_set(W.dns, "redis.test", "127.0.0.1");
+    snprintf(top_extra, sizeof top_extra,
+             ", \"idempotency\": {\"store\": \"redis\", \"redis_url\": "
+             "\"redis://redis.test:%d\", \"timeout_ms\": 500}",
+             port);
+    start("", "");
+    assert_int_equal(wait_ready(200, 5000), 0);
+    http_reply r;
+    long status = 0;
+    for (double until = proc_now_ms() + 10000; status != 200 && proc_now_ms() < until;) {
+        checkout_keyed(&r, "k-first");
+        status = r.status;
+        http_reply_free(&r);
+        if (status != 200)
+            sleep_ms(100); /* each worker connects after the name resolved (backoff 100 ms) */
+    }
+    assert_int_equal(status, 200);
+    checkout_keyed(&r, "k-first");
+    assert_non_null(http_reply_header(&r, "Idempotent-Replayed"));
+    http_reply_free(&r);
+    unsigned sent = stub_requests(W.s2);
+
+    dnsd_set(W.dns, "redis.test", "127.0.0.2");
+    sleep_ms(5 * REFRESH_MS);
+    proc_stop(&r1); /* the connections drop; reconnects go to the current address */
+    status = 0;
+    for (double until = proc_now_ms() + 10000; status != 200 && proc_now_ms() < until;) {
+        checkout_keyed(&r, "k-first");
+        status = r.status;
+        int replayed = http_reply_header(&r, "Idempotent-Replayed") != NULL;
+        http_reply_free(&r);
+        if (status == 200)
+            assert_false(replayed); /* the second Redis never saw the key */
+        else
+            sleep_ms(100);
+    }
+    assert_int_equal(status, 200);
+    assert_int_equal(stub_requests(W.s2), sent + 1);
+    proc_stop(&r2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +438,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_never_resolved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_addresses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_address_change_followed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_by_name, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
