@@ -42,7 +42,7 @@ TESTS    := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
 # Files embedded at build time: service/status.html as a C array (service/status.c serves it).
 GEN_OBJ  := $(B)/gen/status_html.o
 
-.PHONY: all help deps run test test-asan test-tsan check clean format lint bench
+.PHONY: all help deps run test test-asan test-tsan check clean format lint bench docs
 all: $(B)/checkoutd $(B)/fake-upstreams
 
 help:
@@ -52,6 +52,7 @@ help:
 	@echo "make test-asan  the same tests under ASan+UBSan (build/asan/)"
 	@echo "make test-tsan  the same tests under ThreadSanitizer (build/tsan/)"
 	@echo "make check      test + test-asan (what .ci/run runs)"
+	@echo "make docs       docs/openapi.yaml rendered to build/docs/api.html (redocly build-docs)"
 	@echo "make format     clang-format every C file;  make lint  cppcheck + format check"
 	@echo "make clean      remove build/"
 
@@ -99,6 +100,7 @@ test:
 	@$(MAKE) --no-print-directory all $(TESTS)
 	@sh scripts/run-tests.sh $(B) $(TESTS)
 	@sh tests/browser/run.sh $(B)
+	@sh tests/docs/run.sh $(B)
 
 test-asan:
 	@$(MAKE) --no-print-directory MODE=asan test
@@ -108,6 +110,21 @@ test-tsan:
 	@$(MAKE) --no-print-directory MODE=tsan test
 
 check: test test-asan
+
+# The API reference: one self-contained HTML page (the Redoc bundle inlined), from docs/openapi.yaml
+# by @redocly/cli (pinned in tests/docs/package-lock.json, installed by npm ci on first use).
+docs: build/docs/api.html
+build/docs/api.html: docs/openapi.yaml tests/docs/redocly.yaml tests/docs/package-lock.json
+	@sh scripts/deps.sh test
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' || \
+	  { echo "make docs: @redocly/cli 2.x needs node >= 20.19, this is $$(node --version)" >&2; exit 1; }
+	@test -f tests/docs/node_modules/@redocly/cli/package.json || \
+	  (cd tests/docs && npm ci --no-audit --no-fund --loglevel=error)
+	@mkdir -p $(dir $@)
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true tests/docs/node_modules/.bin/redocly \
+	  build-docs --inlineBundle --config tests/docs/redocly.yaml --title "checkoutd API" \
+	  docs/openapi.yaml -o $@ 2>&1 | grep -v -e '^ *[╔║╚]' -e '^$$'
+	@test -s $@
 
 # wrk + nginx stubs + the Python reference peer (../shared/peers); always the release build.
 # BENCH_QUICK=1 for a smoke run, BENCH_SECONDS / BENCH_ROUNDS to change the length (bench/bench.sh).

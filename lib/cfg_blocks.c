@@ -6,6 +6,9 @@
 
 int cfg_trace_load(const cfg_loader *ld, const json_t *value, cfg *out); /* cfg_trace.c */
 
+/* cfg_schema.c: "$schema", accepted and ignored (docs/config.schema.json, for editors) */
+int cfg_schema_load(const cfg_loader *ld, const json_t *value, cfg *out);
+
 const cfg_val_block cfg_val_blocks[] = {
     {"headers", cfg_headers_load, cfg_headers_free}, /* cfg_upstream.c */
     {"tls", cfg_tls_load, cfg_tls_free},             /* cfg_upstream.c */
@@ -21,5 +24,6 @@ const cfg_top_block cfg_top_blocks[] = {
     {"idempotency", cfg_idem_load, cfg_idem_free},
     {"trace", cfg_trace_load, NULL},
     {"dns", cfg_dns_load, cfg_dns_free}, /* cfg_dns.c */
+    {"$schema", cfg_schema_load, NULL},
     {NULL, NULL, NULL},
 };

@@ -10,7 +10,8 @@ case "$set_name" in
   build) ;;
   # chromium + node run the browser test of /status (tests/browser); Debian's npm only when no npm
   # is there (a nodejs from nodesource bundles its own, and conflicts with Debian's npm)
-  test)  pkgs="$pkgs libcmocka-dev openssl redis-server chromium nodejs"
+  # python3: the docs' link check (tests/docs/check_links.py); node also runs tests/docs (npm ci)
+  test)  pkgs="$pkgs libcmocka-dev openssl redis-server chromium nodejs python3"
          command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
   bench) pkgs="$pkgs libcmocka-dev openssl redis-server wrk nginx libnginx-mod-http-echo python3-aiohttp procps gnuplot-nox" ;;
   lint)  pkgs="$pkgs clang-format clang-tidy cppcheck" ;;
