@@ -734,7 +734,8 @@ static int xfer_failover(tg_loop *l, tg_xfer *x)
         return 0;
     unsigned addr = x->addr, tried = x->tried;
     x->name->down_until[addr] = now + TG_ADDR_DOWN_NS;
-    tgi_xfer_detach(l, x, NULL);
+    tg_result refused = {.state = TG_FAILED, .kind = TG_TRANSPORT}; /* what a trace shows */
+    tgi_xfer_detach(l, x, &refused);
     x->addr = addr;
     x->tried = tried;
     c->result.attempts--; /* the same request, on another address */

@@ -169,6 +169,26 @@ static void test_refused_address_moves_on(void **state)
         tg_group_free(g);
     }
     assert_int_equal(stub_requests(fx.s2), 6);
+    /* after the rest: a traced request that starts on the refusing address shows both transfers,
+     * the refused one as a transport failure */
+    struct timespec rest = {1, 200 * 1000000L};
+    nanosleep(&rest, NULL);
+    int both = 0;
+    for (int i = 0; i < 2; i++) {
+        const char *urls[] = {url};
+        tg_group *g = run_traced(fx.loop, 1, urls, 1);
+        const tg_attempt *a = NULL;
+        size_t n = tg_call_attempts(g, 0, &a);
+        assert_int_equal(tg_group_result(g, 0)->attempts, 1);
+        if (n == 2) {
+            assert_int_equal(a[0].state, TG_FAILED);
+            assert_int_equal(a[0].kind, TG_TRANSPORT);
+            assert_int_equal(a[1].state, TG_OK);
+            both++;
+        }
+        tg_group_free(g);
+    }
+    assert_int_equal(both, 1); /* one of two in turn starts on 127.0.0.4, then it rests again */
     /* the refusing address rests: new requests go straight to the other one (one transfer each,
      * where trying .4 first would show as a second, failed-over transfer) */
     for (int i = 0; i < 4; i++) {
