@@ -217,9 +217,13 @@ static void rd_connect(rd_conn *c)
     if (c->store->name != NULL) {
         dns_snapshot(c->store->name, &c->addrs);
         if (c->addrs.n == 0) {
-            snprintf(why, sizeof why, "cannot connect to redis: %s: not resolved yet",
-                     dns_host_name(c->store->name));
-            rd_down(c, why);
+            /* The resolver has not answered yet (it starts with the workers): down, tried again
+             * in 100 ms, without an idempotency_store_down line at every start. A name that never
+             * resolves says so itself (dns_failed, /readyz "resolving"). */
+            c->state = RD_DOWN;
+            c->want = 0;
+            if (!c->closing)
+                tg_timer_start(c->loop, &c->retry, RD_BACKOFF_MIN, rd_retry_fired, c);
             return;
         }
         ip = c->addrs.addr[c->next++ % c->addrs.n];
