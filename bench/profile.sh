@@ -12,7 +12,9 @@
 # Environment: PROFILE_STUB=slow profiles against the 50 ms stub instead (with PROFILE_C=256: the
 #              slow scenario's in-flight count), PROFILE_N (2000 for callgrind and strace, 20000 for perf), PROFILE_C concurrency
 #              (16 for callgrind, 64 otherwise),
-#              PROFILE_WARMUP checkouts before counting (200), BENCH_OUT (bench/out).
+#              PROFILE_WARMUP checkouts before counting (200), BENCH_OUT (bench/out),
+#              PROFILE_HOST the upstreams' host in the URLs (127.0.0.1; "localhost" profiles the
+#              v1.3 names path: resolved by checkoutd's resolver thread from the hosts file).
 # The load comes from bench/curl-load.sh (curl --parallel), so the count of checkouts is exact.
 # Writes bench/out/profile-TOOL-STAMP.txt (summary tables) next to the raw profile data.
 set -eu
@@ -20,7 +22,7 @@ set -o pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-peers="$root/../shared/peers"
+peers=${PEERS_DIR:-$root/../shared/peers} # PEERS_DIR: another checkout of shared/peers (a worktree)
 tool=${1:-callgrind}
 build=${2:-build/release}
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
@@ -83,13 +85,14 @@ done
 
 stub=$base
 [ "${PROFILE_STUB:-fast}" = slow ] && stub=$((base + 1))
+host=${PROFILE_HOST:-127.0.0.1}
 cat >"$tmp/fast.json" <<JSON
 {
   "listen": "127.0.0.1:0", "deadline_ms": 10000, "max_inflight": 100000,
   "validations": [
-    {"name": "address",   "field": "address", "url": "http://127.0.0.1:$stub/validate", "timeout_ms": 10000},
-    {"name": "inventory", "field": "items",   "url": "http://127.0.0.1:$stub/check",    "timeout_ms": 10000},
-    {"name": "payment",   "field": "payment", "url": "http://127.0.0.1:$stub/verify",   "timeout_ms": 10000}
+    {"name": "address",   "field": "address", "url": "http://$host:$stub/validate", "timeout_ms": 10000},
+    {"name": "inventory", "field": "items",   "url": "http://$host:$stub/check",    "timeout_ms": 10000},
+    {"name": "payment",   "field": "payment", "url": "http://$host:$stub/verify",   "timeout_ms": 10000}
   ]
 }
 JSON
@@ -146,7 +149,7 @@ srv_pid=""
 # the reader's SIGPIPE would count as a failure.
 set +o pipefail
 {
-  echo "# checkoutd profile ($tool), ${PROFILE_STUB:-fast} stub: $n checkouts at concurrency $c after $warm of warm-up"
+  echo "# checkoutd profile ($tool), ${PROFILE_STUB:-fast} stub at $host: $n checkouts at concurrency $c after $warm of warm-up"
   echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $("$checkoutd" --version), $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')"
   sed 's/^/# load: /' "$tmp/load.txt"
   echo

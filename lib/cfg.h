@@ -167,6 +167,17 @@ typedef struct cfg_journal {
     int off_given; /* "off" was asked for while some validation has compensate: warn at start */
     char *path;
 } cfg_journal;
+/* dns (v1.3 "Names", lib/cfg_dns.c), all optional:
+ *   servers     ["IP" or "IP:PORT", ...] (IPv6 as "[::1]:53" or "::1")  [the system's]
+ *               CHECKOUTD_DNS_SERVERS (comma-separated, the same forms)
+ *   refresh_ms  100..3600000 [5000]                                   CHECKOUTD_DNS_REFRESH_MS
+ *   timeout_ms  10..60000 [2000] (one lookup)
+ * servers is kept as the comma-separated list c-ares takes ("1.2.3.4:53,[::1]:53"). */
+typedef struct cfg_dns {
+    char *servers; /* NULL: the system's resolver configuration */
+    long refresh_ms;
+    long timeout_ms;
+} cfg_dns;
 
 typedef struct cfg {
     char *listen_host;            /* "127.0.0.1", "0.0.0.0", "::1" (brackets stripped) */
@@ -200,6 +211,7 @@ typedef struct cfg {
      * internal services' timings are not for the public. */
     int trace;
     cfg_journal journal; /* lib/cfg_journal.c */
+    cfg_dns dns; /* v1.3 "Names" (lib/cfg_dns.c) */
 } cfg;
 
 /* Looks up an environment variable; getenv in production, a table in tests. NULL when unset. */

@@ -116,6 +116,10 @@ void cfg_idem_free(cfg *out);
 int cfg_journal_load(const cfg_loader *ld, const json_t *value, cfg *out); /* cfg_journal.c */
 void cfg_journal_free(cfg *out);
 
+/* lib/cfg_dns.c: the top-level "dns" block. */
+int cfg_dns_load(const cfg_loader *ld, const json_t *value, cfg *out);
+void cfg_dns_free(cfg *out);
+
 /* The tables (lib/cfg_blocks.c), each ended by an entry whose key is NULL. */
 extern const cfg_val_block cfg_val_blocks[];
 extern const cfg_top_block cfg_top_blocks[];

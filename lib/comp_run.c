@@ -27,6 +27,7 @@ struct comp_task {
     int has_tls;
     tg_tls tls;
     unsigned attempts;
+    unsigned unsent; /* tries that sent nothing (v1.3: the host's name not resolved yet) */
     const char *last;
     long last_status;
     uint64_t rnd;
@@ -173,6 +174,9 @@ static void on_answer(tg_group *g, void *user)
     comp_task *t = user;
     const tg_result *r = tg_group_result(g, 0);
     int done = 0;
+    if (r->attempts == t->attempts && r->state == TG_FAILED)
+        t->unsent++; /* nothing was sent, yet the try counts: the undo step's budget stays bounded
+                      */
     t->attempts = r->attempts; /* tg counts on from tg_call_attempts_before */
     t->last_status = r->http_status;
     if (r->state ==
@@ -194,7 +198,7 @@ static void on_answer(tg_group *g, void *user)
         end(t, 1);
         return;
     }
-    if ((long)t->attempts >= t->c->attempts) {
+    if ((long)(t->attempts + t->unsent) >= t->c->attempts) {
         end(t, 0);
         return;
     }
@@ -203,7 +207,7 @@ static void on_answer(tg_group *g, void *user)
                       .backoff_ms = t->c->backoff_ms,
                       .max_backoff_ms = t->c->max_backoff_ms,
                       .on = 0};
-    long delay = retry_delay_ms(&p, (long)t->attempts + 1, next_random(t), -1);
+    long delay = retry_delay_ms(&p, (long)(t->attempts + t->unsent) + 1, next_random(t), -1);
     if (tg_alarm(t->loop, delay, on_backoff, t) != 0)
         end(t, 0);
 }

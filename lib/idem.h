@@ -121,9 +121,13 @@ void idem_mem_usage(idem_store *s, size_t *entries, size_t *bytes);
 /* The Redis store (lib/idem_redis.c): one connection per loop (claim->worker picks it), made now
  * (call before the loops start) and remade by itself after a failure. host is resolved here, once.
  * timeout_ms bounds each operation. NULL with a one-line reason in err. */
+/* v1.3 "Names": with name non-NULL (the resolver's entry for host, when host is a name), host is
+ * not resolved here; every connect, the first and each reconnect, uses name's current addresses
+ * (in turn per connection; one not resolved yet is a failed connect, tried again later). */
 struct tg_loop;
+struct dns_host;
 idem_store *idem_redis_new(const char *host, int port, int db, long timeout_ms, long claim_ms,
                            long ttl_ms, struct tg_loop *const *loops, size_t nloops,
-                           idem_log_fn log, char *err, size_t errlen);
+                           idem_log_fn log, struct dns_host *name, char *err, size_t errlen);
 
 #endif

@@ -20,8 +20,11 @@
  * command on it with no reply (each answered IDEM_UNAVAILABLE at once). A connection that is down
  * answers claims IDEM_UNAVAILABLE at once and reconnects by itself after 100 ms, doubling to 1 s.
  * A claim whose reply was lost to a timeout may still have been set: it expires by itself.
- * The address is resolved once at start (hiredis 0.14 has no connect timeout: a numeric address
- * keeps the connect from blocking on DNS). */
+ * hiredis 0.14 has no connect timeout and resolves names with a blocking getaddrinfo, so it is
+ * only ever given numeric addresses: a host name's current addresses from the process's resolver
+ * (lib/dns, v1.3: each reconnect follows a change), else the address resolved once here at start
+ * (no resolver: tests). */
+#include "dns.h"
 #include "idem.h"
 #include "tg_watch.h"
 
@@ -66,6 +69,8 @@ typedef struct rd_conn {
     long backoff_ms;
     int down_logged; /* this outage was logged */
     int closing;     /* idem_free: no reconnect */
+    dns_addrs addrs; /* this connection's copy of the store's name's addresses */
+    unsigned next;   /* the address of the next connect (in turn) */
 } rd_conn;
 
 struct rd_store {
@@ -73,6 +78,7 @@ struct rd_store {
     rd_conn *conns;
     size_t nconns;
     char ip[INET6_ADDRSTRLEN];
+    dns_host *name; /* NULL: ip, resolved once at start */
     int port, db;
     long timeout_ms, claim_ms, ttl_ms;
     idem_log_fn log;
@@ -207,7 +213,22 @@ static void rd_on_io(tg_watch *w, unsigned events, void *arg)
 static void rd_connect(rd_conn *c)
 {
     char why[160];
-    redisAsyncContext *ac = redisAsyncConnect(c->store->ip, c->store->port);
+    const char *ip = c->store->ip;
+    if (c->store->name != NULL) {
+        dns_snapshot(c->store->name, &c->addrs);
+        if (c->addrs.n == 0) {
+            /* The resolver has not answered yet (it starts with the workers): down, tried again
+             * in 100 ms, without an idempotency_store_down line at every start. A name that never
+             * resolves says so itself (dns_failed, /readyz "resolving"). */
+            c->state = RD_DOWN;
+            c->want = 0;
+            if (!c->closing)
+                tg_timer_start(c->loop, &c->retry, RD_BACKOFF_MIN, rd_retry_fired, c);
+            return;
+        }
+        ip = c->addrs.addr[c->next++ % c->addrs.n];
+    }
+    redisAsyncContext *ac = redisAsyncConnect(ip, c->store->port);
     if (ac == NULL || ac->err) {
         snprintf(why, sizeof why, "cannot connect to redis: %s", ac ? ac->errstr : "no memory");
         if (ac != NULL)
@@ -512,7 +533,7 @@ static const idem_ops rd_ops = {rd_claim, rd_finish, rd_release, rd_free, rd_sta
 
 idem_store *idem_redis_new(const char *host, int port, int db, long timeout_ms, long claim_ms,
                            long ttl_ms, tg_loop *const *loops, size_t nloops, idem_log_fn log,
-                           char *err, size_t errlen)
+                           dns_host *name, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *found = NULL;
@@ -522,18 +543,21 @@ idem_store *idem_redis_new(const char *host, int port, int db, long timeout_ms, 
         free(s);
         return NULL;
     }
-    int rc = getaddrinfo(host, NULL, &hints, &found);
-    if (rc != 0 || found == NULL) {
+    s->name = name;
+    int rc = name != NULL ? 0 : getaddrinfo(host, NULL, &hints, &found);
+    if (name == NULL && (rc != 0 || found == NULL)) {
         snprintf(err, errlen, "idempotency.redis_url: cannot resolve \"%s\": %s", host,
                  gai_strerror(rc));
         free(s);
         return NULL;
     }
-    const void *addr = found->ai_family == AF_INET6
-                           ? (const void *)&((struct sockaddr_in6 *)found->ai_addr)->sin6_addr
-                           : (const void *)&((struct sockaddr_in *)found->ai_addr)->sin_addr;
-    inet_ntop(found->ai_family, addr, s->ip, sizeof s->ip);
-    freeaddrinfo(found);
+    if (found != NULL) {
+        const void *addr = found->ai_family == AF_INET6
+                               ? (const void *)&((struct sockaddr_in6 *)found->ai_addr)->sin6_addr
+                               : (const void *)&((struct sockaddr_in *)found->ai_addr)->sin_addr;
+        inet_ntop(found->ai_family, addr, s->ip, sizeof s->ip);
+        freeaddrinfo(found);
+    }
     s->base.ops = &rd_ops;
     s->port = port;
     s->db = db;
@@ -554,6 +578,7 @@ idem_store *idem_redis_new(const char *host, int port, int db, long timeout_ms, 
         c->loop = loops[i];
         c->watch.fd = -1;
         c->backoff_ms = RD_BACKOFF_MIN;
+        c->next = (unsigned)i; /* connections spread over the name's addresses */
         tg_timer_init(&c->retry);
         rd_connect(c); /* the loop has not started: its thread is not running yet */
     }

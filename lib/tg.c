@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -225,26 +226,82 @@ void tgi_xfer_detach(tg_loop *l, tg_xfer *x, const tg_result *outcome)
     x->easy = NULL;
 }
 
-/* The parsed form of url, parsed on first use; NULL when it cannot be (then libcurl parses the
- * string itself and reports what is wrong). */
-static CURLU *parsed_url(tg_loop *l, const char *url)
+/* This loop's entry for host name (added to the resolver when new). NULL only out of memory. */
+static tg_name *loop_name(tg_loop *l, const char *host)
+{
+    for (size_t i = 0; i < l->nhosts; i++)
+        if (l->hosts[i]->host != NULL && strcasecmp(dns_host_name(l->hosts[i]->host), host) == 0)
+            return l->hosts[i];
+    if (l->nhosts == TG_URL_CACHE)
+        return NULL;
+    tg_name *n = calloc(1, sizeof *n);
+    if (n == NULL)
+        return NULL;
+    n->host = dns_add(l->names, host); /* NULL: a name the resolver refuses never resolves */
+    l->hosts[l->nhosts++] = n;
+    return n;
+}
+
+/* The cache entry of url, parsed on first use (CURLOPT_CURLU) with its host's tg_name; -1 when
+ * the cache is full (then libcurl parses the string itself and reports what is wrong). */
+static long url_entry(tg_loop *l, const char *url)
 {
     for (size_t i = 0; i < l->nurls; i++)
         if (strcmp(l->urls[i].url, url) == 0)
-            return l->urls[i].parsed;
+            return (long)i;
     if (l->nurls == TG_URL_CACHE)
-        return NULL;
+        return -1;
     CURLU *u = curl_url();
-    char *copy = strdup(url);
+    char *copy = strdup(url), *host = NULL;
     if (u == NULL || copy == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
         curl_url_cleanup(u);
         free(copy);
-        return NULL;
+        return -1;
     }
+    tg_name *name = NULL;
+    if (l->names != NULL && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        !dns_is_literal(host)) {
+        name = loop_name(l, host);
+        if (name == NULL) { /* out of memory: not cached, tried again next time */
+            curl_free(host);
+            curl_url_cleanup(u);
+            free(copy);
+            return -1;
+        }
+    }
+    curl_free(host);
     l->urls[l->nurls].url = copy;
     l->urls[l->nurls].parsed = u;
-    l->nurls++;
-    return u;
+    l->urls[l->nurls].name = name;
+    return (long)l->nurls++;
+}
+
+/* Refreshes n's copy of its list when the resolver published a new one (one atomic load when
+ * not) and rebuilds the CONNECT_TO entries. A transfer already handed an entry may still read
+ * it: the entry then names an address of the new list, never freed memory. 0: no address yet. */
+static size_t name_current(tg_name *n)
+{
+    if (n->host == NULL || !dns_snapshot(n->host, &n->addrs))
+        return n->addrs.n;
+    memset(n->down_until, 0, sizeof n->down_until);
+    for (size_t i = 0; i < n->addrs.n; i++) {
+        const char *a = n->addrs.addr[i];
+        int v6 = strchr(a, ':') != NULL;
+        snprintf(n->entry[i], sizeof n->entry[i], v6 ? "::[%s]:" : "::%s:", a);
+        n->connect_to[i].data = n->entry[i];
+        n->connect_to[i].next = NULL;
+    }
+    return n->addrs.n;
+}
+
+void tgi_result_unresolved(tg_loop *l, tg_call *c)
+{
+    long i = url_entry(l, c->url);
+    const tg_name *n = i >= 0 ? l->urls[i].name : NULL;
+    tgi_result_clear(&c->result);
+    result_fail(&c->result, TG_TRANSPORT, "%s: not resolved yet",
+                n != NULL && n->host != NULL ? dns_host_name(n->host) : "the upstream's host");
+    c->result.elapsed_ms = tgi_ms_between(c->start_ns, now_ns());
 }
 
 /* libcurl looks up five proxy variables on every transfer; when none is set at start, saying so
@@ -285,14 +342,34 @@ static long ms_until(uint64_t now, uint64_t end)
     return ms > (uint64_t)LONG_MAX ? LONG_MAX : (long)ms;
 }
 
-int tgi_xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms)
+/* again: xfer_failover restarts x on its name's next address (same request). */
+static int xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms, int again)
 {
     static const char attempt_name[] = "X-Checkout-Attempt: ";
     static const char timeout_name[] = "X-Checkout-Timeout-Ms: ";
+    long u = url_entry(l, c->url);
+    tg_name *name = u >= 0 ? l->urls[u].name : NULL;
+    size_t naddrs = name != NULL ? name_current(name) : 0;
+    if (name != NULL && naddrs == 0)
+        return -EHOSTUNREACH; /* before anything is counted or sent */
     CURL *e = l->nidle > 0 ? l->idle[--l->nidle] : curl_easy_init();
     if (e == NULL)
         return -ENOMEM;
     x->call = c;
+    x->name = name;
+    if (name != NULL) {
+        if (!again) { /* a new request: the next address in turn, so connections spread */
+            x->addr = name->next++ % (unsigned)naddrs;
+            x->tried = 0;
+            uint64_t now = now_ns();
+            for (size_t k = 0; k < naddrs && name->down_until[x->addr] > now; k++)
+                x->addr = (x->addr + 1) % (unsigned)naddrs; /* all down: the first one tried */
+        } else { /* the address after the one that refused */
+            x->addr = (x->addr + 1) % (unsigned)naddrs;
+        }
+        x->tried++;
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, &name->connect_to[x->addr]);
+    }
     x->resp_len = 0;
     x->resp_too_big = 0;
     x->curl_error[0] = '\0';
@@ -313,11 +390,15 @@ int tgi_xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms)
     x->hdr[0].next = &x->hdr[1];
     x->hdr[1].data = x->hdr_text[1];
     x->hdr[1].next = c->headers;
-    CURLU *parsed = parsed_url(l, c->url);
-    if (parsed != NULL)
-        curl_easy_setopt(e, CURLOPT_CURLU, parsed);
+    if (u >= 0)
+        curl_easy_setopt(e, CURLOPT_CURLU, l->urls[u].parsed);
     else
         curl_easy_setopt(e, CURLOPT_URL, c->url);
+    /* A second line of defence: should libcurl ever resolve a name here after all (a URL whose
+     * host the resolver does not cover), removing the transfer must not join libcurl's resolver
+     * thread on this loop (libcurl 7.88 asyn-thread.c: Curl_resolver_kill waits for getaddrinfo
+     * unless quick_exit is set). curl_easy_reset clears it: set on every start. */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
     if (l->no_proxy)
         curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -345,6 +426,11 @@ int tgi_xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms)
     }
     x->easy = e;
     return 0;
+}
+
+int tgi_xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms)
+{
+    return xfer_start(l, c, x, timeout_ms, 0);
 }
 
 /* ---- groups -----------------------------------------------------------------------------------
@@ -607,9 +693,17 @@ static void group_start(tg_loop *l, tg_group *g, tg_group **finish)
             tga_start(l, c, finish);
             if (g->nfailed > 0)
                 return;
-        } else if (tgi_xfer_start(l, c, &c->xfer, c->timeout_ms) != 0) {
-            not_started(c, finish);
-            return;
+        } else {
+            int rc = tgi_xfer_start(l, c, &c->xfer, c->timeout_ms);
+            if (rc == -EHOSTUNREACH) {
+                tgi_result_unresolved(l, c);
+                tgi_call_final(c, finish);
+                return;
+            }
+            if (rc != 0) {
+                not_started(c, finish);
+                return;
+            }
         }
     }
 }
@@ -621,6 +715,37 @@ static tg_group *queue_take(tg_loop *l)
     l->queue_head = l->queue_tail = NULL;
     pthread_mutex_unlock(&l->lock);
     return head;
+}
+
+#define TG_ADDR_DOWN_NS (1000u * 1000000u) /* a refusing address rests 1 s, then is tried again */
+
+/* x could not connect (refused, unreachable): nothing was sent. When its name has an address it
+ * has not tried, the same request (same X-Checkout-Attempt, the time left of its timeout) starts
+ * again on the next one: 1. Else 0, and the failure stands. */
+static int xfer_failover(tg_loop *l, tg_xfer *x)
+{
+    tg_call *c = x->call;
+    if (x->tried >= x->name->addrs.n)
+        return 0;
+    uint64_t start = x->start_ns, now = now_ns();
+    long timeout = x->timeout_ms;
+    long left = timeout - (long)((now - start) / 1000000u);
+    if (left < 1)
+        return 0;
+    unsigned addr = x->addr, tried = x->tried;
+    x->name->down_until[addr] = now + TG_ADDR_DOWN_NS;
+    tg_result refused = {.state = TG_FAILED, .kind = TG_TRANSPORT}; /* what a trace shows */
+    tgi_xfer_detach(l, x, &refused);
+    x->addr = addr;
+    x->tried = tried;
+    c->result.attempts--; /* the same request, on another address */
+    if (xfer_start(l, c, x, left, 1) != 0) {
+        c->result.attempts++;
+        return 0; /* out of memory: the failure stands */
+    }
+    x->start_ns = start;
+    x->timeout_ms = timeout;
+    return 1;
 }
 
 /* Reads every finished transfer of this turn; a failure or a completed group goes on finish. */
@@ -640,6 +765,8 @@ static void read_finished(tg_loop *l, tg_group **finish)
         long status = 0;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
         tg_call *c = x->call;
+        if (rc == CURLE_COULDNT_CONNECT && x->name != NULL && xfer_failover(l, x))
+            continue;
         if (c->policy != NULL) {
             tga_xfer_done(l, x, rc, status, finish);
             continue;
@@ -699,6 +826,7 @@ tg_loop *tg_loop_new(const tg_loop_options *opts)
         goto fail;
     l->max_body_bytes = opts && opts->max_body_bytes > 0 ? opts->max_body_bytes : 1048576;
     l->no_proxy = proxy_variables_unset();
+    l->names = opts ? opts->names : NULL;
     l->rnd = (now_ns() ^ (uint64_t)(uintptr_t)l) | 1u; /* jitter needs spread, not secrecy */
     l->multi = curl_multi_init();
     if (l->multi == NULL)
@@ -813,6 +941,8 @@ void tg_loop_free(tg_loop *l)
         curl_url_cleanup(l->urls[i].parsed);
         free(l->urls[i].url);
     }
+    for (size_t i = 0; i < l->nhosts; i++)
+        free(l->hosts[i]);
     curl_multi_cleanup(l->multi);
     tgw_free(l->watches);
     close(l->epfd);

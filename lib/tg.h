@@ -28,6 +28,7 @@
 #define CHECKOUTD_TG_H
 
 #include "breaker.h"
+#include "dns.h"
 #include "retry.h"
 
 #include <jansson.h>
@@ -111,6 +112,13 @@ typedef void (*tg_done_fn)(tg_group *g, void *user);
 typedef struct tg_loop_options {
     long max_body_bytes;  /* an upstream body larger than this fails as TG_INVALID_RESPONSE */
     long max_connections; /* connection cache size (CURLMOPT_MAXCONNECTS); 0: libcurl's default */
+    /* v1.3 "Names": the process's resolver. Every URL whose host is a name connects to the
+     * addresses it published (CURLOPT_CONNECT_TO, spread over them in turn, a refused one moving
+     * on to the next within the request), so libcurl never resolves a name on the loop's thread;
+     * a name not resolved yet fails its call at once (transport, "<host>: not resolved yet",
+     * attempts 0, nothing sent). A name the resolver does not know yet is added to it. NULL:
+     * libcurl resolves names itself (tests of tg alone). Must outlive the loop. */
+    dns *names;
 } tg_loop_options;
 
 /* Creates a loop (not yet running). NULL on failure. Calls curl_global_init once per process. */

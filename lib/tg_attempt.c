@@ -16,6 +16,7 @@
  * TG_PENDING until the call ends, so a cancel finds it). Costs per attempt: O(1) plus a timer. */
 #include "tg_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,11 +161,16 @@ void tga_start(tg_loop *l, tg_call *c, tg_group **finish)
     uint64_t end = now + (uint64_t)p->retry.per_try_ms * NS_PER_MS;
     c->try_end_ns = end < call_end ? end : call_end;
     c->hedged = 0;
-    if (tgi_xfer_start(l, c, &c->xfer, ms_until(now, c->try_end_ns)) != 0) {
+    int rc = tgi_xfer_start(l, c, &c->xfer, ms_until(now, c->try_end_ns));
+    if (rc != 0) {
         give_back(c, BREAKER_CANCELLED, now);
-        c->result.state = TG_FAILED;
-        c->result.kind = TG_TRANSPORT;
-        snprintf(c->result.message, sizeof c->result.message, "not started: out of memory");
+        if (rc == -EHOSTUNREACH) { /* never resolved: nothing sent, no retry */
+            tgi_result_unresolved(l, c);
+        } else {
+            c->result.state = TG_FAILED;
+            c->result.kind = TG_TRANSPORT;
+            snprintf(c->result.message, sizeof c->result.message, "not started: out of memory");
+        }
         tgi_call_final(c, finish);
         return;
     }

@@ -12,6 +12,7 @@
 #ifndef CHECKOUTD_TG_INTERNAL_H
 #define CHECKOUTD_TG_INTERNAL_H
 
+#include "dns.h"
 #include "tg.h"
 #include "tg_timer.h"
 #include "tg_watch.h"
@@ -34,6 +35,27 @@
 
 typedef struct tg_call tg_call;
 
+/* A host name of this loop's URLs (contract v1.3 "Names"): this loop's copy of the resolver's
+ * list, and for each address the CURLOPT_CONNECT_TO entry ("::ADDR:" — any host, any port, to
+ * ADDR on the URL's own port) that a transfer is handed, built once per published list. Why
+ * CONNECT_TO and not CURLOPT_RESOLVE: libcurl 7.88 (url.c, ConnectionExists) matches a cached
+ * connection by the connect-to host under CONNECT_TO but only by the URL's host name under
+ * RESOLVE, so with CONNECT_TO a connection to an address that a refresh removed is never picked
+ * for a new request: no transfer names that address any more. The other property, moving on to
+ * the next address when one refuses, tg makes itself (xfer_failover in tg.c). Host header, SNI
+ * and certificate checks keep the URL's name: CONNECT_TO changes only where libcurl connects. */
+typedef struct tg_name {
+    dns_host *host;  /* NULL: the resolver refused the name (too long, too many): never ready */
+    dns_addrs addrs; /* generation 0: not resolved yet */
+    unsigned next;   /* the rotation: transfer k starts at address k mod n */
+    /* an address that refused a connection is skipped by new requests until then (now_ns clock;
+     * cleared with each new list): "localhost" as 127.0.0.1 and ::1 before an upstream that
+     * listens on IPv4 only must not cost every other request a refused connect */
+    uint64_t down_until[DNS_MAX_ADDRS];
+    struct curl_slist connect_to[DNS_MAX_ADDRS]; /* one entry each, next NULL */
+    char entry[DNS_MAX_ADDRS][DNS_ADDR_LEN + 8]; /* "::[fd00::7]:" fits */
+} tg_name;
+
 /* One HTTP request upstream. */
 typedef struct tg_xfer {
     tg_call *call;
@@ -46,7 +68,10 @@ typedef struct tg_xfer {
     /* X-Checkout-Attempt and X-Checkout-Timeout-Ms, linked in front of the call's own list:
      * no allocation per request, and the call's list stays shared by its two transfers. */
     struct curl_slist hdr[2];
-    char hdr_text[2][32];             /* "X-Checkout-Timeout-Ms: " + 8 digits fit */
+    char hdr_text[2][32]; /* "X-Checkout-Timeout-Ms: " + 8 digits fit */
+    tg_name *name;        /* the URL's host name; NULL: an IP literal (or no resolver) */
+    unsigned addr;        /* the index in name->addrs this request connects to */
+    unsigned tried;       /* addresses this request tried (a refused one moves on to the next) */
     char curl_error[CURL_ERROR_SIZE]; /* libcurl's detailed reason, e.g. "connection refused" */
 } tg_xfer;
 
@@ -119,8 +144,12 @@ struct tg_loop {
     struct {
         char *url;
         CURLU *parsed;
+        tg_name *name; /* the host's addresses; NULL for an IP literal or without a resolver */
     } urls[TG_URL_CACHE];
     size_t nurls;
+    dns *names; /* tg_loop_options.names: NULL lets libcurl resolve (tests of tg alone) */
+    tg_name *hosts[TG_URL_CACHE]; /* one per host name of urls[] */
+    size_t nhosts;
     int no_proxy; /* no proxy variable was set at start: skip libcurl's lookups per transfer */
     int has_hook;
     tg_hook hook;
@@ -151,8 +180,12 @@ static inline double tgi_ms_between(uint64_t from, uint64_t to)
 }
 /* Starts one request of c on x with a CURLOPT_TIMEOUT_MS of timeout_ms; it gets the next
  * X-Checkout-Attempt number and X-Checkout-Timeout-Ms (timeout_ms, or less when the group's
- * deadline comes first). 0 or -ENOMEM. */
+ * deadline comes first). 0, -ENOMEM, or -EHOSTUNREACH when the URL's host name has not resolved
+ * yet (nothing is sent, nothing counted; tgi_result_unresolved then says so in c's result). */
 int tgi_xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms);
+/* c's result becomes the contract's failure for a name never resolved: transport, "<host>: not
+ * resolved yet". */
+void tgi_result_unresolved(tg_loop *l, tg_call *c);
 /* Aborts x's transfer when it runs (the connection closes); outcome is what it ended with (NULL:
  * cancelled), recorded for a traced group. */
 void tgi_xfer_detach(tg_loop *l, tg_xfer *x, const tg_result *outcome);

@@ -1,11 +1,13 @@
 /* admin — the admin listener. See admin.h. */
 #include "admin.h"
 
+#include "dns.h"
 #include "jr.h"
 #include "metrics.h"
 #include "status.h"
 
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -54,6 +56,23 @@ static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned status, 
                  MHD_RESPMEM_PERSISTENT, 0);
 }
 
+/* v1.3 "Names": 503 {"status": "resolving", "hosts": [names never resolved]} until every host
+ * name of the config has an address, so that a balancer sends nothing to a replica that cannot
+ * reach its upstreams yet. O(hosts), only while some name is unresolved. */
+static enum MHD_Result queue_resolving(struct MHD_Connection *conn, dns *names)
+{
+    json_t *hosts = json_array();
+    for (size_t i = 0; i < dns_count(names); i++)
+        if (!dns_resolved(dns_at(names, i)))
+            json_array_append_new(hosts, json_string(dns_host_name(dns_at(names, i))));
+    json_t *doc = json_pack("{s:s, s:o}", "status", "resolving", "hosts", hosts);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text == NULL)
+        return queue_json(conn, 503, "{\"status\":\"resolving\"}");
+    return queue(conn, 503, "application/json", text, strlen(text), MHD_RESPMEM_MUST_FREE, 0);
+}
+
 enum MHD_Result adm_answer_page(struct MHD_Connection *conn, adm_page r, co_service *checkout,
                                 int draining)
 {
@@ -65,6 +84,8 @@ enum MHD_Result adm_answer_page(struct MHD_Connection *conn, adm_page r, co_serv
     case ADM_READYZ:
         if (draining)
             return queue_json(conn, 503, "{\"status\":\"draining\"}");
+        if (checkout->resolver != NULL && !dns_all_resolved(checkout->resolver))
+            return queue_resolving(conn, checkout->resolver);
         if (checkout->journal != NULL && !jr_healthy(checkout->journal))
             return queue_json(conn, 503, "{\"status\":\"journal_unavailable\"}");
         return queue_json(conn, 200, "{\"status\":\"ok\"}");

@@ -48,6 +48,10 @@ typedef struct co_service {
     /* v1.3 durable compensation: the journal (lib/jr) when the config journals, else NULL (the
      * v1.2 path, no cost). Set after co_service_init, before the first checkout. */
     jr *journal;
+    /* v1.3 "Names": the process's resolver (NULL: none, tests), and per validation the host of
+     * its url (NULL when an IP literal). Set after co_service_init, before the first checkout. */
+    dns *resolver;
+    dns_host *hosts[CFG_MAX_VALIDATIONS];
 } co_service;
 
 typedef struct co_request {

@@ -6,6 +6,7 @@
  */
 #include "cfg.h"
 #include "checkout.h"
+#include "dns.h"
 #include "jlog.h"
 #include "metrics.h"
 #include "recover.h"
@@ -225,7 +226,8 @@ static jr *journal_open(const cfg *c, co_service *s, tg_loop *const *loops, size
 
 /* The Idempotency-Key store of the config (before the loops start); NULL with *ok 1 for "off",
  * *ok 0 after a message on failure. A claim expires after deadline_ms + 5 s (contract). */
-static idem_store *idem_open(const cfg *c, tg_loop *const *loops, size_t nloops, int *ok)
+static idem_store *idem_open(const cfg *c, tg_loop *const *loops, size_t nloops, dns *names,
+                             int *ok)
 {
     const cfg_idempotency *ic = &c->idempotency;
     long ttl_ms = ic->ttl_s * 1000;
@@ -241,11 +243,47 @@ static idem_store *idem_open(const cfg *c, tg_loop *const *loops, size_t nloops,
         s = idem_mem_new(ic->max_keys, CHECKOUTD_IDEM_MAX_BYTES, claim_ms, ttl_ms, co_idem_log);
     else
         s = idem_redis_new(ic->redis_host, ic->redis_port, ic->redis_db, ic->timeout_ms, claim_ms,
-                           ttl_ms, loops, nloops, co_idem_log, err, sizeof err);
+                           ttl_ms, loops, nloops, co_idem_log, dns_add(names, ic->redis_host), err,
+                           sizeof err);
     *ok = s != NULL;
     if (s == NULL)
         fprintf(stderr, "checkoutd: %s\n", err);
     return s;
+}
+
+/* v1.3 "Names": dns_failed / dns_recovered, once per change (on the resolver's thread). */
+static void on_dns_change(void *arg, const char *host, int failed, const char *error)
+{
+    (void)arg;
+    if (failed)
+        jlog_event(JLOG_WARN, "dns_failed", json_pack("{s:s, s:s}", "host", host, "error", error));
+    else
+        jlog_event(JLOG_INFO, "dns_recovered", json_pack("{s:s}", "host", host));
+}
+
+/* The resolver with every host name of the config (validation and compensate URLs; the Redis
+ * URL's host is added by idem_open), not started. NULL after a message. */
+static dns *names_open(const cfg *c)
+{
+    char err[300];
+    dns_options o = {.servers = c->dns.servers,
+                     .refresh_ms = c->dns.refresh_ms,
+                     .timeout_ms = c->dns.timeout_ms,
+                     .on_change = on_dns_change};
+    dns *d = dns_new(&o, err, sizeof err);
+    if (d == NULL) {
+        fprintf(stderr, "checkoutd: %s\n", err);
+        return NULL;
+    }
+    for (size_t i = 0; i < c->nvalidations; i++) {
+        char host[DNS_NAME_MAX + 1];
+        const cfg_validation *v = &c->validations[i];
+        if (dns_url_host(v->url, host, sizeof host) == 0)
+            dns_add(d, host); /* nothing for an IP literal */
+        if (v->compensate.url != NULL && dns_url_host(v->compensate.url, host, sizeof host) == 0)
+            dns_add(d, host);
+    }
+    return d;
 }
 
 int main(int argc, char **argv)
@@ -288,10 +326,12 @@ int main(int argc, char **argv)
         names[i] = c.validations[i].name;
     mx *metrics = mx_new(names, c.nvalidations);
     win *windows = NULL;
-    tg_loop_options lopts = {.max_body_bytes = c.max_upstream_body_bytes, .max_connections = 0};
+    dns *resolver = names_open(&c);
+    tg_loop_options lopts = {
+        .max_body_bytes = c.max_upstream_body_bytes, .max_connections = 0, .names = resolver};
     tg_loop *loops[CHECKOUTD_MAX_LOOPS] = {0};
     size_t nloops = loop_count();
-    int loops_ok = metrics != NULL;
+    int loops_ok = metrics != NULL && resolver != NULL;
     for (size_t i = 0; loops_ok && i < nloops; i++) {
         loops[i] = tg_loop_new(&lopts);
         loops_ok = loops[i] != NULL;
@@ -301,9 +341,21 @@ int main(int argc, char **argv)
         goto out;
     }
     co_service_init(&checkout, &c, loops, nloops, metrics);
-    checkout.idem = idem_open(&c, loops, nloops, &loops_ok);
+    checkout.resolver = resolver;
+    for (size_t i = 0; i < c.nvalidations; i++) {
+        char host[DNS_NAME_MAX + 1];
+        if (dns_url_host(c.validations[i].url, host, sizeof host) == 0)
+            checkout.hosts[i] = dns_find(resolver, host); /* NULL: an IP literal */
+    }
+    mx_set_names(metrics, resolver);
+    checkout.idem = idem_open(&c, loops, nloops, resolver, &loops_ok);
     if (!loops_ok)
         goto out;
+    /* The lookups start now, beside the workers: /readyz says "resolving" until they answer. */
+    if (dns_start(resolver) != 0) {
+        fprintf(stderr, "checkoutd: cannot start the resolver thread\n");
+        goto out;
+    }
     windows = win_new(nloops, c.nvalidations); /* /status; NULL (out of memory): all zeros */
     checkout.windows = windows;
     server = srv_start(&c, &checkout, loops, nloops, err, sizeof(err));
@@ -354,6 +406,7 @@ out:
     srv_stop(server);
     for (size_t i = 0; i < nloops; i++)
         tg_loop_free(loops[i]);
+    dns_free(resolver); /* after every reader: the loops, the server, the store */
     mx_free(metrics);
     win_free(windows);
     cfg_free(&c);

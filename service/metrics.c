@@ -85,6 +85,7 @@ struct mx {
     size_t nvalidations;
     mx_validation *v;
     const jr *journal; /* v1.3: NULL when checkouts do not journal */
+    dns *names; /* v1.3: the resolver whose hosts are rendered; NULL: none */
 };
 
 mx_outcome mx_outcome_from_code(const char *code)
@@ -246,6 +247,12 @@ void mx_set_breakers(mx *m, breaker *const breakers[], size_t n)
         return;
     for (size_t i = 0; i < n && i < m->nvalidations; i++)
         m->v[i].breaker = breakers[i];
+}
+
+void mx_set_names(mx *m, dns *names)
+{
+    if (m != NULL)
+        m->names = names;
 }
 
 void mx_inflight(mx *m, long delta)
@@ -539,6 +546,35 @@ static void render_gauges(text *t, const mx *m)
         atomic_load_explicit(&m->connections, memory_order_relaxed));
 }
 
+/* v1.3 "Names": per host name, lookups by outcome and the addresses published now. */
+static void render_dns(text *t, const mx *m)
+{
+    if (m->names == NULL || dns_count(m->names) == 0)
+        return;
+    size_t n = dns_count(m->names);
+    family(t, "checkoutd_dns_lookups_total", "counter",
+           "Lookups of each upstream host name by outcome (ok, failed).");
+    for (size_t i = 0; i < n; i++) {
+        dns_stats st;
+        char *label = escape_label(dns_host_name(dns_at(m->names, i)));
+        dns_host_stats(dns_at(m->names, i), &st);
+        put(t, "checkoutd_dns_lookups_total{host=\"%s\",outcome=\"ok\"} %llu\n", label ? label : "",
+            (unsigned long long)st.lookups_ok);
+        put(t, "checkoutd_dns_lookups_total{host=\"%s\",outcome=\"failed\"} %llu\n",
+            label ? label : "", (unsigned long long)st.lookups_failed);
+        free(label);
+    }
+    family(t, "checkoutd_dns_addresses", "gauge",
+           "Addresses of each upstream host name in use now (the last good lookup's).");
+    for (size_t i = 0; i < n; i++) {
+        dns_addrs a = {.generation = 0}; /* cold: /metrics and /status.json only */
+        dns_snapshot(dns_at(m->names, i), &a);
+        char *label = escape_label(dns_host_name(dns_at(m->names, i)));
+        put(t, "checkoutd_dns_addresses{host=\"%s\"} %zu\n", label ? label : "", a.n);
+        free(label);
+    }
+}
+
 char *mx_render(const mx *m, size_t *len)
 {
     text t = {malloc(RENDER_START_BYTES), 0, RENDER_START_BYTES, 0};
@@ -551,6 +587,7 @@ char *mx_render(const mx *m, size_t *len)
     render_compensation(&t, m);
     render_journal(&t, m);
     render_gauges(&t, m);
+    render_dns(&t, m);
     if (t.failed)
         goto fail;
     if (len != NULL)

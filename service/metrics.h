@@ -58,6 +58,9 @@ const char *mx_outcome_name(mx_outcome outcome);
  * here for rendering); nvalidations may be 0. NULL when out of memory or a name is NULL. */
 mx *mx_new(const char *const validation_names[], size_t nvalidations);
 void mx_free(mx *m); /* NULL is fine */
+/* v1.3 "Names": render checkoutd_dns_lookups_total{host,outcome} and checkoutd_dns_addresses{host}
+ * for every host of names (NULL: none). Before any render. */
+void mx_set_names(mx *m, dns *names);
 
 /* One request ended with outcome. seconds is its duration, observed in
  * checkoutd_checkout_duration_seconds only for accepted/rejected/failed (the checkouts that ran a

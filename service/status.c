@@ -103,6 +103,35 @@ static const char *validation_state(const win_series *s5, const win_series *s60,
     return "ok";
 }
 
+/* v1.3 "Names": the validation's host, its addresses now and the age of its last good lookup in
+ * ms (null for an IP literal, or a name never resolved). */
+static void names_of(const co_service *s, size_t i, json_t *v)
+{
+    char host[DNS_NAME_MAX + 1];
+    if (dns_url_host(s->cfg->validations[i].url, host, sizeof host) != 0)
+        return;
+    json_t *addrs = json_array();
+    json_t *age = json_null();
+    const dns_host *h = s->hosts[i];
+    if (h == NULL) {
+        json_array_append_new(addrs, json_string(host));
+    } else {
+        dns_addrs a = {.generation = 0}; /* cold: /status.json only */
+        dns_stats st;
+        dns_snapshot(h, &a);
+        dns_host_stats(h, &st);
+        for (size_t k = 0; k < a.n; k++)
+            json_array_append_new(addrs, json_string(a.addr[k]));
+        if (st.last_ok_ms > 0) {
+            json_decref(age);
+            age = json_integer((json_int_t)(dns_now_ms() - st.last_ok_ms));
+        }
+    }
+    json_object_set_new(v, "host", json_string(host));
+    json_object_set_new(v, "addresses", addrs);
+    json_object_set_new(v, "dns_age_ms", age);
+}
+
 /* One validation's member: the 60 s figures and its per-second series (oldest first). */
 static json_t *validation(const co_service *s, size_t i, const win_totals *t5,
                           const win_totals *t60, win_totals *const *per_sec, const char **state)
@@ -128,15 +157,18 @@ static json_t *validation(const co_service *s, size_t i, const win_totals *t5,
                                        : json_null());
     }
     double failed = calls - (double)w->kinds[0];
-    return json_pack(
-        "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:s, s:{s:o, s:o, s:o}}", "state",
-        *state, "requests_per_s", real3(calls / ST_SPAN), "p50_ms",
-        w->calls ? real3(win_quantile(w->hist, 0.50)) : json_null(), "p99_ms",
-        w->calls ? real3(win_quantile(w->hist, 0.99)) : json_null(), "error_rate",
-        real3(calls > 0 ? failed / calls : 0), "error_rate_by_kind", rate, "errors", errors,
-        "requests", (json_int_t)w->calls, "cancelled", (json_int_t)w->cancelled, "retries",
-        (json_int_t)res.retries, "hedges", (json_int_t)res.hedges, "circuit", res.circuit, "series",
-        "requests", reqs, "p99_ms", p99, "error_rate", err);
+    json_t *v =
+        json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:s, s:{s:o, s:o, s:o}}",
+                  "state", *state, "requests_per_s", real3(calls / ST_SPAN), "p50_ms",
+                  w->calls ? real3(win_quantile(w->hist, 0.50)) : json_null(), "p99_ms",
+                  w->calls ? real3(win_quantile(w->hist, 0.99)) : json_null(), "error_rate",
+                  real3(calls > 0 ? failed / calls : 0), "error_rate_by_kind", rate, "errors",
+                  errors, "requests", (json_int_t)w->calls, "cancelled", (json_int_t)w->cancelled,
+                  "retries", (json_int_t)res.retries, "hedges", (json_int_t)res.hedges, "circuit",
+                  res.circuit, "series", "requests", reqs, "p99_ms", p99, "error_rate", err);
+    if (v != NULL)
+        names_of(s, i, v);
+    return v;
 }
 
 static double uptime_s(const co_service *s)

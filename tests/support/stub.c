@@ -381,7 +381,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 stub *stub_start(void)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    return stub_start_at("127.0.0.1", 0);
+}
+
+stub *stub_start_at(const char *ip, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     const union MHD_DaemonInfo *info;
     stub *s = calloc(1, sizeof *s);
     int mutex_ok = 0;
@@ -391,7 +396,8 @@ stub *stub_start(void)
     if (pthread_mutex_init(&s->mu, NULL) != 0)
         goto fail;
     mutex_ok = 1;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+        goto fail;
     s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0,
                             NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);

@@ -25,6 +25,9 @@ typedef struct stub stub;
 
 /* Starts listening on 127.0.0.1, port chosen by the kernel. NULL on failure. */
 stub *stub_start(void);
+/* The same on IPv4 address ip (127.0.0.2: the whole 127/8 is local) and port (0: a free one), so
+ * that stubs on several addresses can share one port, as the addresses of one name do. */
+stub *stub_start_at(const char *ip, int port);
 
 int stub_port(const stub *s);
 
