@@ -4,14 +4,8 @@
 //     README.md and docs/*.md (```json blocks that are a whole config, or one validation, which is
 //     checked inside {"validations": [it]}; tls file paths in them are replaced by a placeholder
 //     file, since checkoutd only checks that a tls file can be read);
-//   accepted by the schema only: tests/configs/good-v13/*.json, configs that use the v1.3 keys
-//     (dns, journal, admin_listen, tls, request_timeout_ms), which the C parser of this branch does
-//     not know yet; `--check-config` checks them too once CONFIG_V13_C=1 is set (the v1.3 parsers
-//     are merged);
 //   refused by both: tests/configs/bad/*.json, each listed in tests/configs/refused.json with the
-//     key the C message must name ("c_names") and why. Entries marked "v13" are refused by the C
-//     parser of this branch only as an unknown top-level key; with CONFIG_V13_C=1 the message must
-//     name the key (c_names) as for the others.
+//     key the C message must name ("c_names") and why.
 // On a disagreement the line says which file, what the schema said (its error's path and keyword)
 // and what checkoutd said. Run from the repository root (tests/docs/run.sh does it).
 //   env CHECKOUTD_BIN: the program (build/release/checkoutd)
@@ -22,7 +16,6 @@ import { tmpdir } from "node:os";
 import { join, basename } from "node:path";
 
 const CHECKOUTD = process.env.CHECKOUTD_BIN || "build/release/checkoutd";
-const V13_C = process.env.CONFIG_V13_C === "1";
 const PLACEHOLDER = "tests/configs/files/placeholder.pem";
 let passed = 0, failed = 0;
 
@@ -113,11 +106,6 @@ for (const md of mdFiles) {
       config = v;
     } else continue;
     examples++;
-    const v13 = Object.keys(config).some((k) => ["dns", "journal", "admin_listen", "tls", "request_timeout_ms"].includes(k));
-    if (v13 && !V13_C) {
-      tasks.push(async () => () => result(s === null, `${where}: example accepted by the schema${s ? ` — it refuses it: ${s}` : ""}`));
-      continue;
-    }
     const path = join(tmp, `example-${examples}.json`);
     writeFileSync(path, JSON.stringify(placeholders(config)));
     tasks.push(async () => {
@@ -129,15 +117,7 @@ for (const md of mdFiles) {
 }
 tasks.push(async () => () => result(examples > 0, `found config examples in ${mdFiles.join(", ")} (${examples})`));
 
-// 3. v1.3 configs: the schema (and checkoutd once its v1.3 parsers are merged, CONFIG_V13_C=1)
-for (const file of list("tests/configs/good-v13")) tasks.push(async () => {
-  const s = schemaSays(JSON.parse(readFileSync(file, "utf8")));
-  const c = V13_C ? await checkConfig(file) : { ok: true };
-  return () => result(s === null && c.ok, `${file}: accepted by the schema${V13_C ? " and checkoutd" : " (v1.3 keys: checkoutd with CONFIG_V13_C=1)"}` +
-    (s !== null ? ` — the schema refuses it: ${s}` : "") + (c.ok ? "" : ` — checkoutd refuses it: ${c.message}`));
-});
-
-// 4. refused by both, checkoutd naming the key
+// 3. refused by both, checkoutd naming the key
 const expected = JSON.parse(readFileSync("tests/configs/refused.json", "utf8"));
 const listed = new Set(expected.map((e) => e.file));
 for (const file of list("tests/configs/bad"))
@@ -146,16 +126,13 @@ for (const e of expected) tasks.push(async () => {
   const file = join("tests/configs/bad", e.file);
   const s = schemaSays(JSON.parse(readFileSync(file, "utf8")));
   const c = await checkConfig(file);
-  const top = e.c_names.split(/[.[:]/)[0];
-  const named = c.message.includes(e.c_names) ||
-    (e.v13 && !V13_C && c.message.includes(`unknown key "${top}"`));
+  const named = c.message.includes(e.c_names);
   const problems = [];
   if (s === null) problems.push(`the schema ACCEPTS it (checkoutd: ${c.message})`);
   if (!c.ok) {
     if (!named) problems.push(`checkoutd's message does not name ${e.c_names}: ${c.message}`);
   } else problems.push(`checkoutd ACCEPTS it (schema: ${s})`);
-  const note = e.v13 && !V13_C ? " [v1.3: checkoutd refuses the key as unknown until its parser is merged]" : "";
-  return () => result(problems.length === 0, `${file}: refused by both (${e.why})${note}` + (problems.length ? ` — ${problems.join("; ")}` : ""));
+  return () => result(problems.length === 0, `${file}: refused by both (${e.why})` + (problems.length ? ` — ${problems.join("; ")}` : ""));
 });
 
 for (const report of await Promise.all(tasks.map((t) => t()))) report();
