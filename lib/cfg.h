@@ -211,7 +211,7 @@ typedef struct cfg {
      * internal services' timings are not for the public. */
     int trace;
     cfg_journal journal; /* lib/cfg_journal.c */
-    cfg_dns dns; /* v1.3 "Names" (lib/cfg_dns.c) */
+    cfg_dns dns;         /* v1.3 "Names" (lib/cfg_dns.c) */
 } cfg;
 
 /* Looks up an environment variable; getenv in production, a table in tests. NULL when unset. */

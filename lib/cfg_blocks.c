@@ -28,7 +28,7 @@ const cfg_top_block cfg_top_blocks[] = {
     {"idempotency", cfg_idem_load, cfg_idem_free},
     {"trace", cfg_trace_load, NULL},
     {"journal", cfg_journal_load, cfg_journal_free}, /* cfg_journal.c */
-    {"dns", cfg_dns_load, cfg_dns_free}, /* cfg_dns.c */
+    {"dns", cfg_dns_load, cfg_dns_free},             /* cfg_dns.c */
     {"$schema", cfg_schema_load, NULL},
     {"admin_listen", cfg_edge_admin_load, cfg_edge_admin_free}, /* cfg_edge.c */
     {"tls", cfg_edge_tls_load, cfg_edge_tls_free},              /* cfg_edge.c */

@@ -85,7 +85,7 @@ struct mx {
     size_t nvalidations;
     mx_validation *v;
     const jr *journal; /* v1.3: NULL when checkouts do not journal */
-    dns *names; /* v1.3: the resolver whose hosts are rendered; NULL: none */
+    dns *names;        /* v1.3: the resolver whose hosts are rendered; NULL: none */
 };
 
 mx_outcome mx_outcome_from_code(const char *code)
