@@ -17,6 +17,8 @@
 #   fail_comp  fail with payment's "compensate" at the fast stub: every checkout also sends one
 #         void (payment was cancelled after its request left), after its answer; the cost of
 #         compensation in CPU per checkout, and p99 (which must not move: the void is not waited for)
+#   fast_names  fast with the upstreams named "localhost" instead of 127.0.0.1 (v1.3 names: checkoutd
+#         resolves them off the request path, c-ares reading the hosts file; the peer as it does)
 #   fast_comp  fast with payment's "compensate" at the fast stub, so every checkout journals (v1.3,
 #         "Durable compensation": its begin record durable before the first upstream request, its
 #         "accepted" record before the 200), every checkout accepted: the journal's cost on the
@@ -38,7 +40,7 @@
 #   BENCH_ROUNDS=3       rounds; each round runs every scenario on checkoutd then on the peer, and
 #                        the table shows medians over the rounds (the cores are shared: one run lies)
 #   BENCH_QUICK=1        smoke mode: 1 round, 1 s warm-up + 2 s measured (about 3 s a run)
-#   BENCH_SCENARIOS="fast fast_key fast_key_redis slow fail fail_comp fail_comp_off fast_comp fast_comp_off flaky flaky_r2" (add hold for memory per in-flight checkout)
+#   BENCH_SCENARIOS="fast fast_names fast_key fast_key_redis slow fail fail_comp fail_comp_off fast_comp fast_comp_off flaky flaky_r2" (add hold for memory per in-flight checkout)
 #   BENCH_SERVERS="checkoutd peer"   BENCH_THREADS=2 (wrk -t)
 #   BENCH_COUNT_STATUS=1 count answers by status in every scenario (always on in fail; it costs wrk
 #                        throughput, so fast/slow rely on wrk's own non-2xx count unless asked)
@@ -69,7 +71,7 @@ else
   seconds=${BENCH_SECONDS:-10}
   rounds=${BENCH_ROUNDS:-3}
 fi
-scenarios=${BENCH_SCENARIOS:-fast fast_key fast_key_redis slow fail fail_comp fail_comp_off fast_comp fast_comp_off flaky flaky_r2}
+scenarios=${BENCH_SCENARIOS:-fast fast_names fast_key fast_key_redis slow fail fail_comp fail_comp_off fast_comp fast_comp_off flaky flaky_r2}
 servers=${BENCH_SERVERS:-checkoutd peer}
 threads=${BENCH_THREADS:-2}
 outdir=${BENCH_OUT:-$root/bench/out}
@@ -196,7 +198,7 @@ start_redis() {
 
 # ---- configs: one per scenario, the same file for checkoutd and the peer ----------------------
 write_config() { # scenario file
-  local s=$1 f=$2 a i p retry=""
+  local s=$1 f=$2 a i p retry="" host=127.0.0.1
   case "$s" in
     fail_comp | fail_comp_off) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3))
       retry=', "compensate": {"url": "http://127.0.0.1:'"$stub_base"'/void"}' ;;
@@ -205,10 +207,11 @@ write_config() { # scenario file
     flaky) a=$stub_base i=$stub_base p=$((stub_base + 5)) ;;
     flaky_r2) a=$stub_base i=$stub_base p=$((stub_base + 5)) retry=', "retry": {"attempts": 2}' ;;
     fast | fast_key | fast_key_redis) a=$stub_base i=$stub_base p=$stub_base ;;
+    fast_names) a=$stub_base i=$stub_base p=$stub_base host=localhost ;;
     slow) a=$((stub_base + 1)) i=$((stub_base + 1)) p=$((stub_base + 1)) ;;
     fail) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3)) ;;
     hold) a=$stub_base i=$stub_base p=$((stub_base + 3)) ;;
-    *) die "unknown scenario '$s' (fast, fast_key, fast_key_redis, slow, fail, fail_comp, fail_comp_off, fast_comp, fast_comp_off, flaky, flaky_r2, hold)" ;;
+    *) die "unknown scenario '$s' (fast, fast_names, fast_key, fast_key_redis, slow, fail, fail_comp, fail_comp_off, fast_comp, fast_comp_off, flaky, flaky_r2, hold)" ;;
   esac
   # fast_key: the default memory store, sized for every key of a run (no eviction in the table);
   # the other scenarios send no key, so the store (memory by default) is never touched.
@@ -225,9 +228,9 @@ write_config() { # scenario file
   "max_upstream_body_bytes": 1048576,
   "idempotency": $idem,
   "validations": [
-    {"name": "address",   "field": "address", "url": "http://127.0.0.1:$a/validate", "timeout_ms": 10000},
-    {"name": "inventory", "field": "items",   "url": "http://127.0.0.1:$i/check",    "timeout_ms": 10000},
-    {"name": "payment",   "field": "payment", "url": "http://127.0.0.1:$p/verify",   "timeout_ms": 10000$retry}
+    {"name": "address",   "field": "address", "url": "http://$host:$a/validate", "timeout_ms": 10000},
+    {"name": "inventory", "field": "items",   "url": "http://$host:$i/check",    "timeout_ms": 10000},
+    {"name": "payment",   "field": "payment", "url": "http://$host:$p/verify",   "timeout_ms": 10000$retry}
   ]
 }
 JSON
