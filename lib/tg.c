@@ -4,8 +4,9 @@
  * only push groups onto the submit queue (a mutex-guarded list) and wake the loop through an
  * eventfd. Group deadlines, retry backoffs, hedge delays and the public tg_timers live in THE loop
  * timer heap (lib/tg_timer.c); the attempts of a call with a policy are decided in
- * lib/tg_attempt.c; the epoll wait and libcurl's socket/timer callbacks are lib/tg_io.c; the
- * per-transfer trace of a traced group is lib/tg_trace.c. They share only tg_internal.h.
+ * lib/tg_attempt.c; the addresses of named hosts (v1.3) lib/tg_names.c; the epoll wait and
+ * libcurl's socket/timer callbacks are lib/tg_io.c; the per-transfer trace of a traced group is
+ * lib/tg_trace.c. They share only tg_internal.h.
  *
  * The loop drives libcurl with its event API (curl_multi_socket_action): libcurl tells the loop
  * which sockets to watch (CURLMOPT_SOCKETFUNCTION -> epoll_ctl) and when its next timer is due
@@ -226,77 +227,9 @@ void tgi_xfer_detach(tg_loop *l, tg_xfer *x, const tg_result *outcome)
     x->easy = NULL;
 }
 
-/* This loop's entry for host name (added to the resolver when new). NULL only out of memory. */
-static tg_name *loop_name(tg_loop *l, const char *host)
-{
-    for (size_t i = 0; i < l->nhosts; i++)
-        if (l->hosts[i]->host != NULL && strcasecmp(dns_host_name(l->hosts[i]->host), host) == 0)
-            return l->hosts[i];
-    if (l->nhosts == TG_URL_CACHE)
-        return NULL;
-    tg_name *n = calloc(1, sizeof *n);
-    if (n == NULL)
-        return NULL;
-    n->host = dns_add(l->names, host); /* NULL: a name the resolver refuses never resolves */
-    l->hosts[l->nhosts++] = n;
-    return n;
-}
-
-/* The cache entry of url, parsed on first use (CURLOPT_CURLU) with its host's tg_name; -1 when
- * the cache is full (then libcurl parses the string itself and reports what is wrong). */
-static long url_entry(tg_loop *l, const char *url)
-{
-    for (size_t i = 0; i < l->nurls; i++)
-        if (strcmp(l->urls[i].url, url) == 0)
-            return (long)i;
-    if (l->nurls == TG_URL_CACHE)
-        return -1;
-    CURLU *u = curl_url();
-    char *copy = strdup(url), *host = NULL;
-    if (u == NULL || copy == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
-        curl_url_cleanup(u);
-        free(copy);
-        return -1;
-    }
-    tg_name *name = NULL;
-    if (l->names != NULL && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-        !dns_is_literal(host)) {
-        name = loop_name(l, host);
-        if (name == NULL) { /* out of memory: not cached, tried again next time */
-            curl_free(host);
-            curl_url_cleanup(u);
-            free(copy);
-            return -1;
-        }
-    }
-    curl_free(host);
-    l->urls[l->nurls].url = copy;
-    l->urls[l->nurls].parsed = u;
-    l->urls[l->nurls].name = name;
-    return (long)l->nurls++;
-}
-
-/* Refreshes n's copy of its list when the resolver published a new one (one atomic load when
- * not) and rebuilds the CONNECT_TO entries. A transfer already handed an entry may still read
- * it: the entry then names an address of the new list, never freed memory. 0: no address yet. */
-static size_t name_current(tg_name *n)
-{
-    if (n->host == NULL || !dns_snapshot(n->host, &n->addrs))
-        return n->addrs.n;
-    memset(n->down_until, 0, sizeof n->down_until);
-    for (size_t i = 0; i < n->addrs.n; i++) {
-        const char *a = n->addrs.addr[i];
-        int v6 = strchr(a, ':') != NULL;
-        snprintf(n->entry[i], sizeof n->entry[i], v6 ? "::[%s]:" : "::%s:", a);
-        n->connect_to[i].data = n->entry[i];
-        n->connect_to[i].next = NULL;
-    }
-    return n->addrs.n;
-}
-
 void tgi_result_unresolved(tg_loop *l, tg_call *c)
 {
-    long i = url_entry(l, c->url);
+    long i = tgi_url_entry(l, c->url);
     const tg_name *n = i >= 0 ? l->urls[i].name : NULL;
     tgi_result_clear(&c->result);
     result_fail(&c->result, TG_TRANSPORT, "%s: not resolved yet",
@@ -347,9 +280,9 @@ static int xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms, int a
 {
     static const char attempt_name[] = "X-Checkout-Attempt: ";
     static const char timeout_name[] = "X-Checkout-Timeout-Ms: ";
-    long u = url_entry(l, c->url);
+    long u = tgi_url_entry(l, c->url);
     tg_name *name = u >= 0 ? l->urls[u].name : NULL;
-    size_t naddrs = name != NULL ? name_current(name) : 0;
+    size_t naddrs = name != NULL ? tgi_name_current(name) : 0;
     if (name != NULL && naddrs == 0)
         return -EHOSTUNREACH; /* before anything is counted or sent */
     CURL *e = l->nidle > 0 ? l->idle[--l->nidle] : curl_easy_init();

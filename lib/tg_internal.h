@@ -186,6 +186,11 @@ int tgi_xfer_start(tg_loop *l, tg_call *c, tg_xfer *x, long timeout_ms);
 /* c's result becomes the contract's failure for a name never resolved: transport, "<host>: not
  * resolved yet". */
 void tgi_result_unresolved(tg_loop *l, tg_call *c);
+/* lib/tg_names.c: the cache entry of url (parsed once, with its host's tg_name), -1 when the cache
+ * is full or out of memory; the number of addresses n has now (0: not resolved yet), its list and
+ * CONNECT_TO entries refreshed when the resolver published a new one. */
+long tgi_url_entry(tg_loop *l, const char *url);
+size_t tgi_name_current(tg_name *n);
 /* Aborts x's transfer when it runs (the connection closes); outcome is what it ended with (NULL:
  * cancelled), recorded for a traced group. */
 void tgi_xfer_detach(tg_loop *l, tg_xfer *x, const tg_result *outcome);
