@@ -42,6 +42,9 @@
 #   BENCH_QUICK=1        smoke mode: 1 round, 1 s warm-up + 2 s measured (about 3 s a run)
 #   BENCH_SCENARIOS="fast fast_names fast_key fast_key_redis slow fail fail_comp fail_comp_off fast_comp fast_comp_off flaky flaky_r2" (add hold for memory per in-flight checkout)
 #   BENCH_SERVERS="checkoutd peer"   BENCH_THREADS=2 (wrk -t)
+#   BENCH_CONNECTIONS=64 wrk's connections for every scenario but slow (256) and hold (for example
+#                        256 with fast_comp/fast_comp_off: the journal's cost when a checkout's
+#                        two fsync waits are a smaller share of its latency)
 #   BENCH_COUNT_STATUS=1 count answers by status in every scenario (always on in fail; it costs wrk
 #                        throughput, so fast/slow rely on wrk's own non-2xx count unless asked)
 #   BENCH_OUT=bench/out  where the table (.md), the raw rows (.tsv), the wrk log (.log) and the
@@ -240,7 +243,7 @@ connections_for() {
   case "$1" in
     slow) echo 256 ;;
     hold) echo "${BENCH_HOLD_CONNECTIONS:-4000}" ;;
-    *) echo 64 ;;
+    *) echo "${BENCH_CONNECTIONS:-64}" ;;
   esac
 }
 
