@@ -1,20 +1,24 @@
-// Live answers against docs/openapi.yaml: starts the fake upstreams and two checkoutd, provokes
+// Live answers against docs/openapi.yaml: starts the fake upstreams and three checkoutd, provokes
 // every answer this branch can give — 200, 422, 502, 504, circuit_open, each client error
 // (400 invalid_json / invalid_request, 404, 405, 409, 413, 415, 422 idempotency_key_reused, 503
 // overloaded / idempotency_unavailable / shutting_down), a replay, the trace member, /healthz,
-// /readyz (200 and 503 draining), /status.json, /metrics — and validates each status, body and
-// documented header against the operation's response in openapi.yaml (Ajv, JSON Schema 2020-12).
+// /readyz (200 and 503 draining), /status.json, /metrics, and v1.3 (checkoutd C): a host name not
+// resolved yet (/readyz 503 resolving, 502 kind transport with attempts 0), the 408 of
+// request_timeout_ms (a raw socket: one answer, then the close), the admin listener (/metrics,
+// /status.json, 404 and 405 there; 404 for its pages on listen) — and validates each status, body
+// and documented header against the operation's response in openapi.yaml (Ajv, JSON Schema 2020-12).
 // A response header of the API (X-Request-Id, Idempotent-Replayed, Retry-After, Allow,
 // Cache-Control) that the document does not list for that response is a failure too. So is a
 // /checkout answer quoted in README.md or docs/*.md whose body does not conform (documentedAnswers).
-// Not provokable here (documented, schema-checked only by redocly's lint): 408 request_timeout,
-// 503 journal_unavailable, kind "interrupted", /readyz "resolving" (v1.3, other branches), 500.
+// Not provokable here (documented, schema-checked only by redocly's lint; provoked by the C tests):
+// 503 journal_unavailable, kind "interrupted", 500.
 // Usage (tests/docs/run.sh): node live.test.mjs, from the repository root
 //   env CHECKOUTD_BIN, FAKE_UPSTREAMS_BIN: the programs
 // Everything listens on 127.0.0.1, on free ports; only the processes started here are stopped.
 import Ajv2020 from "ajv/dist/2020.js";
 import { parse } from "yaml";
 import { spawn } from "node:child_process";
+import dgram from "node:dgram";
 import http from "node:http";
 import net from "node:net";
 import { mkdtempSync, writeFileSync, rmSync, readFileSync, readdirSync } from "node:fs";
@@ -154,6 +158,9 @@ function expect(what, path, method, ans, status, extra = () => null) {
 }
 const code = (c) => (b) => (b.error?.code === c ? null : `code ${b.error?.code}, want ${c}`);
 const kind = (k) => (b) => (b.error_group?.errors?.some((e) => e.kind === k) ? null : `no error of kind ${k}`);
+// openapi.yaml's X-Request-Id is optional on the 404 and the probes' 405 (the admin listener's carry
+// none): on listen they must carry it
+const rid = (r) => (r.headers["x-request-id"] ? null : "no X-Request-Id on listen");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Resolves once the checkoutd on port has n checkouts in flight (its /status.json says so).
@@ -163,6 +170,39 @@ async function inflight(port, n) {
     if (r.status === 200 && JSON.parse(r.body).inflight >= n) return;
   }
   throw new Error(`no ${n} checkout(s) in flight on ${port} within 10 s`);
+}
+
+// A POST /checkout whose header is complete and whose body never ends (Content-Length 100, 9 bytes
+// sent), on a raw socket: the answer is parsed here (status line, headers, a body of Content-Length
+// bytes) and must be the only bytes before the server closes the connection (r.closed).
+function rawTimeout(port) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, "127.0.0.1");
+    const chunks = [];
+    const timer = setTimeout(() => { sock.destroy(); reject(new Error("request_timeout: no answer and close in 10 s")); }, 10000);
+    sock.on("connect", () => sock.write("POST /checkout HTTP/1.1\r\nHost: live\r\nContent-Type: application/json\r\n" +
+      "Content-Length: 100\r\n\r\n{\"order\":"));
+    sock.on("data", (c) => chunks.push(c));
+    sock.on("error", () => {}); // a reset after the answer: judged by what was read
+    sock.on("close", () => {
+      clearTimeout(timer);
+      const raw = Buffer.concat(chunks).toString("latin1");
+      const end = raw.indexOf("\r\n\r\n");
+      const lines = raw.slice(0, end).split("\r\n");
+      const st = /^HTTP\/1\.1 (\d{3}) /.exec(lines[0]);
+      if (end < 0 || !st) return reject(new Error(`request_timeout: not an HTTP answer: ${JSON.stringify(raw.slice(0, 200))}`));
+      const headers = {};
+      for (const l of lines.slice(1)) {
+        const c = l.indexOf(":");
+        headers[l.slice(0, c).trim().toLowerCase()] = l.slice(c + 1).trim();
+      }
+      const len = Number(headers["content-length"]);
+      const body = raw.slice(end + 4, end + 4 + len);
+      if (!(len >= 0) || raw.length !== end + 4 + len)
+        return reject(new Error(`request_timeout: ${raw.length - end - 4} bytes after the header, Content-Length ${headers["content-length"]}`));
+      resolve({ status: Number(st[1]), headers, body: Buffer.from(body, "latin1").toString("utf8"), closed: true });
+    });
+  });
 }
 
 async function freePort() {
@@ -231,20 +271,36 @@ async function main() {
     validations: [{ ...vals(500)[2], breaker: { consecutive_failures: 1, open_ms: 60000 } }],
   }));
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CHECKOUTD_")));
-  const startD = (cfg) => new Promise((resolve, reject) => {
+  // C (v1.3): an upstream named by a host that never resolves (its DNS server, a UDP socket of
+  // this test, never answers), a short request_timeout_ms, and the admin listener
+  const silentDns = dgram.createSocket("udp4");
+  await new Promise((r) => silentDns.bind(0, "127.0.0.1", r));
+  silentDns.unref(); // read and dropped: every lookup of C times out
+  writeFileSync(join(dir, "c.json"), JSON.stringify({
+    listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0", request_timeout_ms: 300,
+    dns: { servers: [`127.0.0.1:${silentDns.address().port}`] },
+    validations: [{ name: "payment", field: "payment", url: `http://upstream.test:${p}/verify` }],
+  }));
+  // the first "listening on" line is listen's; with admin_listen an "admin listening on" follows
+  const startD = (cfg, admin = false) => new Promise((resolve, reject) => {
     const child = spawn(CHECKOUTD, ["--config", cfg, "--log-level", "error"], { stdio: ["ignore", "pipe", "inherit"], env });
     children.push(child);
     const timer = setTimeout(() => reject(new Error("checkoutd: no ready line in 20 s")), 20000);
     child.on("exit", (c) => { clearTimeout(timer); reject(new Error(`checkoutd exited (${c}) before it was ready`)); });
+    let port = 0;
     createInterface({ input: child.stdout }).on("line", (line) => {
       const m = /listening on 127\.0\.0\.1:(\d+)/.exec(line);
-      if (m) { clearTimeout(timer); resolve({ child, port: Number(m[1]) }); }
+      if (!m) return;
+      if (port && admin) { clearTimeout(timer); resolve({ child, port, admin: Number(m[1]) }); }
+      else if (!port) {
+        port = Number(m[1]);
+        if (!admin) { clearTimeout(timer); resolve({ child, port }); }
+      }
     });
   });
-  const A = await startD(join(dir, "a.json"));
-  const B = await startD(join(dir, "b.json"));
-  const pa = A.port, pb = B.port;
-  console.log(`checkoutd A on ${pa}, B on ${pb}; upstreams ${a} ${i} ${p}`);
+  const [A, B, C] = await Promise.all([startD(join(dir, "a.json")), startD(join(dir, "b.json")), startD(join(dir, "c.json"), true)]);
+  const pa = A.port, pb = B.port, pc = C.port;
+  console.log(`checkoutd A on ${pa}, B on ${pb}, C on ${pc} (admin ${C.admin}); upstreams ${a} ${i} ${p}`);
 
   // ---- /checkout: the task group's answers
   expect("accepted", "/checkout", "post", await checkout(pa, order(), { "X-Request-Id": "live-req-1" }), 200,
@@ -274,8 +330,9 @@ async function main() {
     await request(pa, "POST", "/checkout", { headers: { "Content-Type": "text/plain" }, body: order() }), 415, code("unsupported_media_type"));
   expect("method_not_allowed", "/checkout", "post", await request(pa, "GET", "/checkout"), 405,
     (b, r) => code("method_not_allowed")(b) || (r.headers.allow === "POST" ? null : `Allow: ${r.headers.allow}`));
-  expect("method_not_allowed on a probe", "/healthz", "get", await request(pa, "POST", "/healthz", { body: "" }), 405, code("method_not_allowed"));
-  expect("not_found", "/metrics", "get", await request(pa, "GET", "/no-such-path"), 404, code("not_found"));
+  expect("method_not_allowed on a probe", "/healthz", "get", await request(pa, "POST", "/healthz", { body: "" }), 405,
+    (b, r) => code("method_not_allowed")(b) || rid(r));
+  expect("not_found", "/metrics", "get", await request(pa, "GET", "/no-such-path"), 404, (b, r) => code("not_found")(b) || rid(r));
 
   // ---- Idempotency-Key: replay, reuse, in progress
   const key = `live-${process.pid}-${Date.now()}`;
@@ -305,6 +362,28 @@ async function main() {
     (b, r) => code("idempotency_unavailable")(b) || (r.headers["retry-after"] === "1" ? null : "Retry-After is not 1"));
   expect("status.json (redis down, circuit open)", "/status.json", "get", await request(pb, "GET", "/status.json"), 200,
     (b) => (b.validations?.payment?.circuit === "open" ? null : `circuit ${b.validations?.payment?.circuit}`));
+
+  // ---- C (v1.3): a name not resolved yet, the whole-request deadline, the admin listener
+  expect("readyz while a name has not resolved", "/readyz", "get", await request(pc, "GET", "/readyz"), 503,
+    (b) => (b.status === "resolving" && JSON.stringify(b.hosts) === '["upstream.test"]' ? null : `got ${JSON.stringify(b)}`));
+  expect("transport (not resolved yet)", "/checkout", "post", await checkout(pc, order()), 502, (b) => {
+    const e = b.error_group?.errors?.[0];
+    return e?.kind === "transport" && e.attempts === 0 && /not resolved yet/.test(e.message) ? null : `error ${JSON.stringify(e)}`;
+  });
+  expect("request_timeout", "/checkout", "post", await rawTimeout(pc), 408,
+    (b, r) => code("request_timeout")(b) || (r.closed ? null : "the connection was not closed after the 408"));
+  expect("status.json on the admin listener", "/status.json", "get", await request(C.admin, "GET", "/status.json"), 200,
+    (b) => (b.validations?.payment?.dns_age_ms === null ? null : `dns_age_ms ${b.validations?.payment?.dns_age_ms}`));
+  expect("metrics on the admin listener", "/metrics", "get", await request(C.admin, "GET", "/metrics"), 200,
+    (b) => (/checkoutd_checkouts_total\{outcome="request_timeout"\} 1\b/.test(b) ? null : "the 408 is not counted"));
+  expect("readyz on the admin listener", "/readyz", "get", await request(C.admin, "GET", "/readyz"), 503,
+    (b) => (b.status === "resolving" ? null : `status ${b.status}`));
+  expect("status.json on listen with admin_listen", "/status.json", "get", await request(pc, "GET", "/status.json"), 404,
+    (b, r) => code("not_found")(b) || rid(r));
+  expect("metrics on listen with admin_listen", "/metrics", "get", await request(pc, "GET", "/metrics"), 404, (b, r) => code("not_found")(b) || rid(r));
+  expect("checkout on the admin listener", "/checkout", "post", await checkout(C.admin, order()), 404, code("not_found"));
+  expect("method_not_allowed on the admin listener", "/status.json", "get", await request(C.admin, "POST", "/status.json", { body: "" }), 405,
+    (b, r) => code("method_not_allowed")(b) || (r.headers.allow === "GET, HEAD" ? null : `Allow: ${r.headers.allow}`));
 
   // ---- operations
   expect("healthz", "/healthz", "get", await request(pa, "GET", "/healthz"), 200);
