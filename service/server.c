@@ -26,6 +26,7 @@
 #include "listen_tls.h"
 #include "metrics.h"
 #include "status.h"
+#include "tally.h"
 #include "wire.h"
 
 #include <arpa/inet.h>
@@ -119,7 +120,7 @@ static enum MHD_Result send_decided(srv_request *req, const char *allow)
 {
     co_answer *a = &req->answer;
     mx_checkout(req->server->checkout->metrics, mx_outcome_from_code(a->code), 0);
-    co_log(req->server->checkout, a);
+    tally_log(req->server->checkout, a);
     return wire_queue(req->conn, a, allow, req->close_connection);
 }
 
@@ -301,7 +302,7 @@ static enum MHD_Result answer_too_large(srv *s, srv_request *req)
     co_error_answer(a, 413, "body_too_large", msg);
     memcpy(a->request_id, req->request_id, sizeof(req->request_id));
     mx_checkout(s->checkout->metrics, mx_outcome_from_code(a->code), 0);
-    co_log(s->checkout, a);
+    tally_log(s->checkout, a);
     req->route = ROUTE_LINGER;
     req->discarded = 0;
     const union MHD_ConnectionInfo *fd =
@@ -336,7 +337,7 @@ static int answer_request_timeout(void *arg, edge_conn *ec)
     co_error_answer(a, 408, "request_timeout", msg);
     memcpy(a->request_id, req->request_id, sizeof(req->request_id));
     mx_checkout(s->checkout->metrics, mx_outcome_from_code(a->code), 0);
-    co_log(s->checkout, a);
+    tally_log(s->checkout, a);
     req->route = ROUTE_LINGER;
     req->discarded = 0;
     free(req->body);
@@ -429,7 +430,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (req->answered) {
         req->answered = 0;
-        co_log(s->checkout, &req->answer); /* here, not on the loop thread: see co_log */
+        tally_log(s->checkout, &req->answer); /* here, not on the loop thread: see tally_log */
         return wire_queue(conn, &req->answer, NULL, 0);
     }
     if (req->route == ROUTE_LINGER) {
@@ -493,7 +494,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (fd != NULL && req->answer.body != NULL && !s->tls)
             wire_write(fd->connect_fd, &req->answer);
-        co_log(s->checkout, &req->answer);
+        tally_log(s->checkout, &req->answer);
     }
     if (req->launched)
         atomic_fetch_sub(&s->pending, 1);
@@ -618,7 +619,7 @@ static void answer_malformed_length(srv_worker *w, struct MHD_Connection *conn, 
     co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"), a.request_id,
                   sizeof(a.request_id));
     mx_checkout(s->checkout->metrics, mx_outcome_from_code(a.code), 0);
-    co_log(s->checkout, &a);
+    tally_log(s->checkout, &a);
     if (s->tls) {
         shutdown(fd->connect_fd, SHUT_RDWR);
     } else {
