@@ -60,9 +60,9 @@ enum MHD_Result wire_queue(struct MHD_Connection *conn, co_answer *a, const char
 /* ---- answers written on the socket itself ------------------------------------------------------
  * For the moments libmicrohttpd 0.9.75 cannot send an answer (server.c: the early 413, the 408
  * mid-body, a half-closed client's answer in on_completed, a malformed Content-Length): the same
- * response make_response builds, its header block copied by
- * MHD_get_response_headers, written with one sendmsg, without waiting (an answer is small and
- * nothing else is queued on the socket then). */
+ * response make_response builds, its header block copied by MHD_get_response_headers, written
+ * with one sendmsg, without waiting (an answer is small and nothing else is queued on the socket
+ * then). */
 
 typedef struct raw_head {
     char buf[1024];

@@ -2,8 +2,8 @@
  * Idempotent-Replayed, Retry-After, Allow and Connection: close as the answer asks. Either queued
  * on a libmicrohttpd connection (the usual way), or written on the connection's socket itself for
  * the moments libmicrohttpd 0.9.75 cannot send one (server.c says which). Both take the answer's
- * body (a->body is NULL after, unless out of memory). No counting or
- * logging here: the caller does that. Cost: one libmicrohttpd response per answer. */
+ * body (a->body is NULL after, unless out of memory). No counting or logging here: the caller does
+ * that. Cost: one libmicrohttpd response per answer. */
 #ifndef CHECKOUTD_WIRE_H
 #define CHECKOUTD_WIRE_H
 
