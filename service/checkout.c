@@ -14,7 +14,9 @@
  *            tg: the first failure aborts every call still running (its connection closes), the
  *            deadline turns what still runs into timeouts
  *   answer   on_group_done (loop thread): eg_build turns the group into 200 or the error group,
- *            reply() hands it to the server, which resumes the client's connection
+ *            tally_checkout counts it (service/tally: metrics, the /status windows), reply()
+ *            hands it to the server, which resumes the client's connection, sends it
+ *            (service/wire) and writes its log line (tally_log, on the server's thread)
  *            (v1.3: a journaled 200 waits in on_accepted for its "accepted" record)
  *   settle   settle_claim (in finish): a keyed checkout's final answer (200, 422) is stored, any
  *            other releases its claim, so that a retry runs again
@@ -24,8 +26,8 @@
 
 #include "comp.h"
 #include "eg.h"
-#include "jlog.h"
 #include "jspan.h"
+#include "tally.h"
 #include "trace.h"
 #include "undo.h"
 #include "utf8.h"
@@ -695,70 +697,6 @@ void co_launch(co_service *s, co_checkout *c, size_t loop)
     journal_begin(s, c, loop);
 }
 
-void co_idem_log(const char *event, const char *detail)
-{
-    int up = strcmp(event, "idempotency_store_up") == 0;
-    jlog_event(up ? JLOG_INFO : JLOG_WARN, event,
-               json_pack("{s:s}", "detail", detail ? detail : ""));
-}
-
-/* Counts the checkout and each of its calls: in the metrics (relaxed atomic adds) and in this
- * worker's ring of the live view's windows (plain stores, see win.h). O(validations). */
-static void record(co_service *s, const co_checkout *c, const tg_group *g, const co_answer *a,
-                   double elapsed_ms)
-{
-    int64_t sec = s->windows != NULL ? win_now() : 0;
-    for (size_t i = 0; i < tg_group_size(g); i++) {
-        const tg_result *r = tg_group_result(g, i);
-        if (r->state == TG_CANCELLED) {
-            mx_cancelled(s->metrics, i);
-            win_cancelled(s->windows, c->worker, sec, i);
-        } else {
-            mx_upstream(s->metrics, i, r->kind, r->elapsed_ms / 1000.0);
-            win_call(s->windows, c->worker, sec, i, (unsigned)r->kind, r->elapsed_ms);
-        }
-        if (r->nearlier > 0 || r->retries > 0 || r->hedges_won > 0 || r->hedges_lost > 0)
-            mx_attempts(s->metrics, i, r);
-    }
-    mx_outcome o = mx_outcome_from_code(a->code);
-    mx_checkout(s->metrics, o, elapsed_ms / 1000.0);
-    if (o == MX_ACCEPTED || o == MX_REJECTED || o == MX_FAILED)
-        win_checkout(s->windows, c->worker, sec,
-                     o == MX_ACCEPTED   ? WIN_ACCEPTED
-                     : o == MX_REJECTED ? WIN_REJECTED
-                                        : WIN_FAILED);
-}
-
-/* Copies what the log line needs out of the group: the group is freed before the line is written.
- */
-static void keep_outcomes(const tg_group *g, co_answer *a)
-{
-    a->noutcomes = tg_group_size(g);
-    for (size_t i = 0; i < a->noutcomes; i++) {
-        const tg_result *r = tg_group_result(g, i);
-        a->outcomes[i].outcome = r->state == TG_CANCELLED ? "cancelled" : tg_kind_name(r->kind);
-        a->outcomes[i].elapsed_ms = r->elapsed_ms;
-        a->outcomes[i].http_status = r->http_status;
-        a->outcomes[i].attempts = r->attempts;
-    }
-}
-
-void co_log(const co_service *s, const co_answer *a)
-{
-    jlog_validation v[CFG_MAX_VALIDATIONS];
-    if (!jlog_enabled(JLOG_INFO))
-        return;
-    for (size_t i = 0; i < a->noutcomes; i++) {
-        v[i].name = s->names[i];
-        v[i].outcome = a->outcomes[i].outcome;
-        v[i].elapsed_ms = a->outcomes[i].elapsed_ms;
-        v[i].http_status = a->outcomes[i].http_status;
-        v[i].attempts = a->outcomes[i].attempts;
-    }
-    jlog_checkout(a->request_id, a->order_id[0] ? a->order_id : NULL, a->code, a->http_status,
-                  a->elapsed_ms, v, a->noutcomes);
-}
-
 /* ---- compensation (v1.2): the decision here, the mechanism in lib/comp_run (service/undo) -- */
 
 /* Which validations of a finished group are undone: bit i for validation i. None when the checkout
@@ -904,10 +842,10 @@ static void on_group_done(tg_group *g, void *user)
     }
     if (c->traced && a.http_status != 500)
         trace_add(c->service, g, &a);
-    record(c->service, c, g, &a, elapsed_ms);
+    tally_checkout(c->service, c->worker, g, &a, elapsed_ms);
     a.elapsed_ms = elapsed_ms;
     memcpy(a.order_id, c->order_id, sizeof(a.order_id));
-    keep_outcomes(g, &a);
+    tally_outcomes(g, &a);
     a.compensating = __builtin_popcountll(undo);
     if (c->jid != 0 && journal_end(c, g, &a, undo))
         return; /* a 200 waits for its record (on_accepted) */

@@ -82,7 +82,7 @@ typedef struct co_answer {
                        * some is stored for replay like a 422) */
     int replayed;     /* a stored answer: sent with Idempotent-Replayed: true */
     char request_id[CO_ID_MAX + 1];
-    /* for the log line, written by co_log on the HTTP thread: plain data, no JSON objects */
+    /* for the log line, written by tally_log on the HTTP thread: plain data, no JSON objects */
     double elapsed_ms;
     char order_id[4 * CO_ID_MAX + 1]; /* "" before the order was read */
     size_t noutcomes;                 /* 0 for answers that ran no task group */
@@ -123,18 +123,11 @@ void co_request_id(const char *given, char *out, size_t cap);
  * use it to run co_accept without a loop. */
 void co_discard(co_service *s, co_checkout *c);
 
-/* The checkout's JSON log line, from what the answer carries. Called by the server on its own
- * thread, once per answer, so that the cost of the line stays off the task-group loop thread. */
-void co_log(const co_service *s, const co_answer *a);
-
 #define CO_COMMON_HEADERS 4 /* Content-Type, X-Request-Id, Idempotency-Key, traceparent */
 /* The header lines of validation v's request: the checkout's own (common, NULL-ended), then v's
  * configured ones; common itself when v has none. out is the room for both. */
 const char *const *co_call_headers(const cfg_validation *v, const char *const common[],
                                    const char *out[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1]);
-
-/* The idem_log_fn of the stores: a warn line {"event": event, "detail": detail}. */
-void co_idem_log(const char *event, const char *detail);
 
 /* {"error": {"code": code, "message": message}} as an answer; body NULL when out of memory. */
 void co_error_answer(co_answer *a, int http_status, const char *code, const char *message);

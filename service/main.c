@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "recover.h"
 #include "server.h"
+#include "tally.h"
 #include "tg.h"
 #include "win.h"
 
@@ -240,11 +241,11 @@ static idem_store *idem_open(const cfg *c, tg_loop *const *loops, size_t nloops,
     if (ic->store == CFG_IDEM_OFF)
         return NULL;
     if (ic->store == CFG_IDEM_MEMORY)
-        s = idem_mem_new(ic->max_keys, CHECKOUTD_IDEM_MAX_BYTES, claim_ms, ttl_ms, co_idem_log);
+        s = idem_mem_new(ic->max_keys, CHECKOUTD_IDEM_MAX_BYTES, claim_ms, ttl_ms, tally_idem_log);
     else
         s = idem_redis_new(ic->redis_host, ic->redis_port, ic->redis_db, ic->timeout_ms, claim_ms,
-                           ttl_ms, loops, nloops, co_idem_log, dns_add(names, ic->redis_host), err,
-                           sizeof err);
+                           ttl_ms, loops, nloops, tally_idem_log, dns_add(names, ic->redis_host),
+                           err, sizeof err);
     *ok = s != NULL;
     if (s == NULL)
         fprintf(stderr, "checkoutd: %s\n", err);

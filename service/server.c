@@ -11,7 +11,11 @@
  * max_body_bytes (0.9.75 has no option for that); the last call hands the body to co_accept. A
  * launched checkout suspends the connection; reply() (same thread, later turn) stores the answer
  * and resumes it, and the next call of the access handler sends it. The suspension always happens
- * before co_launch, so a fast reply cannot be lost. */
+ * before co_launch, so a fast reply cannot be lost.
+ *
+ * Every answer goes out through service/wire.h: queued on the connection, or, at the moments
+ * libmicrohttpd 0.9.75 cannot send one (an early 413, a 408 mid-body, a half-closed client, a
+ * malformed Content-Length), written on the socket itself. */
 #include "server.h"
 
 #include "admin.h"
@@ -22,6 +26,8 @@
 #include "listen_tls.h"
 #include "metrics.h"
 #include "status.h"
+#include "tally.h"
+#include "wire.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -35,7 +41,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -109,122 +114,14 @@ typedef struct srv_request {
     co_answer answer;
 } srv_request;
 
-/* The response of a JSON answer, which takes a->body (MHD frees it with the response). A NULL
- * body (out of memory) becomes a 500; *status gets the status to send. allow: the Allow header of
- * a 405, or NULL. NULL when out of memory (a->body then stays ours: on_completed frees it). */
-static struct MHD_Response *make_response(co_answer *a, const char *allow, int close_connection,
-                                          int *status_out)
-{
-    static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-    struct MHD_Response *r;
-    int status = a->http_status;
-    if (a->body != NULL) {
-        r = MHD_create_response_from_buffer(a->body_len, a->body, MHD_RESPMEM_MUST_FREE);
-    } else {
-        status = 500;
-        r = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
-    }
-    if (r == NULL)
-        return NULL;
-    a->body = NULL;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (a->request_id[0] != '\0')
-        MHD_add_response_header(r, "X-Request-Id", a->request_id);
-    if (a->replayed)
-        MHD_add_response_header(r, "Idempotent-Replayed", "true");
-    if (a->retry_after > 0) {
-        char secs[16];
-        snprintf(secs, sizeof(secs), "%d", a->retry_after);
-        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
-    }
-    if (allow != NULL)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    if (close_connection)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    *status_out = status;
-    return r;
-}
-
-/* Queues a JSON answer (see make_response). */
-static enum MHD_Result send_answer(struct MHD_Connection *conn, co_answer *a, const char *allow,
-                                   int close_connection)
-{
-    int status = 0;
-    struct MHD_Response *r = make_response(a, allow, close_connection, &status);
-    if (r == NULL)
-        return MHD_NO;
-    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ok;
-}
-
-/* ---- answers written on the socket itself ------------------------------------------------------
- * For the two moments libmicrohttpd 0.9.75 cannot send an answer (see answer_too_large and
- * on_completed): the same response make_response builds, its header block copied by
- * MHD_get_response_headers, written with one sendmsg, without waiting (an answer is small and
- * nothing else is queued on the socket then). */
-
-typedef struct raw_head {
-    char buf[1024];
-    size_t len;
-    int overflow;
-} raw_head;
-
-static enum MHD_Result raw_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                  const char *value)
-{
-    raw_head *h = cls;
-    (void)kind;
-    int n = snprintf(h->buf + h->len, sizeof(h->buf) - h->len, "%s: %s\r\n", key, value);
-    if (n < 0 || (size_t)n >= sizeof(h->buf) - h->len)
-        h->overflow = 1;
-    else
-        h->len += (size_t)n;
-    return h->overflow ? MHD_NO : MHD_YES;
-}
-
-/* Writes a (taking a->body, as make_response) with Connection: close. 0 when all of it went into
- * the socket, -1 otherwise. */
-static int write_answer(int fd, co_answer *a)
-{
-    const char *body = a->body;
-    size_t body_len = a->body_len;
-    int status = 0;
-    struct MHD_Response *r = make_response(a, NULL, 1, &status);
-    if (r == NULL)
-        return -1;
-    if (status != a->http_status) { /* the 500 of a NULL body: not worth a raw path */
-        MHD_destroy_response(r);
-        return -1;
-    }
-    raw_head h = {.len = 0};
-    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
-    int n = snprintf(h.buf, sizeof(h.buf), "HTTP/1.1 %d %s\r\n", status, reason ? reason : "");
-    h.len = n > 0 ? (size_t)n : 0;
-    MHD_get_response_headers(r, raw_header, &h);
-    n = snprintf(h.buf + h.len, sizeof(h.buf) - h.len, "Content-Length: %zu\r\n\r\n", body_len);
-    if (n < 0 || (size_t)n >= sizeof(h.buf) - h.len)
-        h.overflow = 1;
-    else
-        h.len += (size_t)n;
-    ssize_t sent = -1;
-    if (!h.overflow) {
-        struct iovec iov[2] = {{h.buf, h.len}, {(void *)body, body_len}};
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-        sent = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    }
-    MHD_destroy_response(r);
-    return sent >= 0 && (size_t)sent == h.len + body_len ? 0 : -1;
-}
-
 /* An answer decided here rather than by a task group (a client error, overload, a 500): counted
  * and logged like a checkout, then sent. */
 static enum MHD_Result send_decided(srv_request *req, const char *allow)
 {
     co_answer *a = &req->answer;
     mx_checkout(req->server->checkout->metrics, mx_outcome_from_code(a->code), 0);
-    co_log(req->server->checkout, a);
-    return send_answer(req->conn, a, allow, req->close_connection);
+    tally_log(req->server->checkout, a);
+    return wire_queue(req->conn, a, allow, req->close_connection);
 }
 
 static enum MHD_Result send_error(srv_request *req, int status, const char *code,
@@ -405,14 +302,14 @@ static enum MHD_Result answer_too_large(srv *s, srv_request *req)
     co_error_answer(a, 413, "body_too_large", msg);
     memcpy(a->request_id, req->request_id, sizeof(req->request_id));
     mx_checkout(s->checkout->metrics, mx_outcome_from_code(a->code), 0);
-    co_log(s->checkout, a);
+    tally_log(s->checkout, a);
     req->route = ROUTE_LINGER;
     req->discarded = 0;
     const union MHD_ConnectionInfo *fd =
         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (fd == NULL || s->tls) /* under TLS only the TLS library writes: closed unanswered */
         return MHD_NO;
-    int ok = write_answer(fd->connect_fd, a);
+    int ok = wire_write(fd->connect_fd, a);
     shutdown(fd->connect_fd, SHUT_WR);
     if (ok != 0 || req->edge == NULL)
         return MHD_NO;
@@ -440,13 +337,13 @@ static int answer_request_timeout(void *arg, edge_conn *ec)
     co_error_answer(a, 408, "request_timeout", msg);
     memcpy(a->request_id, req->request_id, sizeof(req->request_id));
     mx_checkout(s->checkout->metrics, mx_outcome_from_code(a->code), 0);
-    co_log(s->checkout, a);
+    tally_log(s->checkout, a);
     req->route = ROUTE_LINGER;
     req->discarded = 0;
     free(req->body);
     req->body = NULL;
     req->body_len = req->body_cap = 0;
-    int ok = write_answer(ec->fd, a);
+    int ok = wire_write(ec->fd, a);
     shutdown(ec->fd, SHUT_WR);
     if (ok != 0)
         return 0;
@@ -533,8 +430,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (req->answered) {
         req->answered = 0;
-        co_log(s->checkout, &req->answer); /* here, not on the loop thread: see co_log */
-        return send_answer(conn, &req->answer, NULL, 0);
+        tally_log(s->checkout, &req->answer); /* here, not on the loop thread: see tally_log */
+        return wire_queue(conn, &req->answer, NULL, 0);
     }
     if (req->route == ROUTE_LINGER) {
         /* answered already: drop what still comes, within the linger's byte budget; at the end
@@ -596,8 +493,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         const union MHD_ConnectionInfo *fd =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (fd != NULL && req->answer.body != NULL && !s->tls)
-            write_answer(fd->connect_fd, &req->answer);
-        co_log(s->checkout, &req->answer);
+            wire_write(fd->connect_fd, &req->answer);
+        tally_log(s->checkout, &req->answer);
     }
     if (req->launched)
         atomic_fetch_sub(&s->pending, 1);
@@ -722,11 +619,11 @@ static void answer_malformed_length(srv_worker *w, struct MHD_Connection *conn, 
     co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"), a.request_id,
                   sizeof(a.request_id));
     mx_checkout(s->checkout->metrics, mx_outcome_from_code(a.code), 0);
-    co_log(s->checkout, &a);
+    tally_log(s->checkout, &a);
     if (s->tls) {
         shutdown(fd->connect_fd, SHUT_RDWR);
     } else {
-        write_answer(fd->connect_fd, &a);
+        wire_write(fd->connect_fd, &a);
         shutdown(fd->connect_fd, SHUT_WR);
     }
     free(a.body);
