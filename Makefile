@@ -164,8 +164,8 @@ FUZZ_CC      ?= clang
 FUZZ_B       := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(BASE) $(filter-out -Werror,$(WARN)) -O1 $(FUZZ_SAN) -Iservice \
-                $(shell pkg-config --cflags libcurl jansson hiredis libcrypto sqlite3 2>/dev/null)
-FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl jansson hiredis libcrypto sqlite3 2>/dev/null) -lm
+                $(shell pkg-config --cflags libcurl jansson hiredis libcrypto libcares sqlite3 gnutls 2>/dev/null)
+FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl jansson hiredis libcrypto libcares sqlite3 gnutls 2>/dev/null) -lm
 FUZZ_SRC     := $(LIB_SRC) $(filter-out service/main.c service/server.c service/status.c service/admin.c service/listen_tls.c service/clen.c service/wire.c,$(wildcard service/*.c))
 FUZZ_OBJ     := $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC))
 FUZZERS      := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
