@@ -117,6 +117,9 @@ idem_store *idem_mem_new(long max_keys, size_t max_bytes, long claim_ms, long tt
                          idem_log_fn log);
 /* Entries and bytes held now (for tests). */
 void idem_mem_usage(idem_store *s, size_t *entries, size_t *bytes);
+/* For tests: the store's monotonic clock in nanoseconds (NULL: CLOCK_MONOTONIC, the default), so
+ * that expiry is decided by the test, not by how loaded the machine is. */
+void idem_mem_set_clock(idem_store *s, uint64_t (*now_ns)(void *arg), void *arg);
 
 /* The Redis store (lib/idem_redis.c): one connection per loop (claim->worker picks it), made now
  * (call before the loops start) and remade by itself after a failure. host is resolved here, once.
