@@ -3,7 +3,7 @@
 # prints curl commands for an accepted and a rejected checkout, and stops both on Ctrl-C.
 # "trace" is on here (CHECKOUTD_TRACE=true, a demo): X-Checkout-Trace: 1 shows a checkout's timings.
 # Usage: scripts/run.sh BUILD_DIR   (environment: CHECKOUTD_LISTEN etc. override the config;
-# RUN_CONFIG=config/compensate.json runs the compensation example of the README instead)
+# RUN_CONFIG=config/compensate.json runs the compensation example of docs/compensation.md instead)
 set -u
 b=${1:-build/release}
 up_pid=""; co_pid=""

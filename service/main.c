@@ -32,7 +32,7 @@ static void usage(FILE *to)
             "       checkoutd --help | --version\n"
             "\n"
             "Checkout orchestration: POST /checkout validates an order against every configured\n"
-            "upstream validation at once, as one task group (see README.md).\n"
+            "upstream validation at once, as one task group (see README.md and docs/).\n"
             "With no --config, the built-in default (config/checkoutd.json) is used.\n"
             "Every key can be overridden by a CHECKOUTD_* environment variable.\n");
 }
