@@ -168,8 +168,8 @@ typedef struct cfg {
     cfg_idempotency idempotency; /* lib/cfg_idem.c */
     /* v1.2 "trace": a JSON boolean, default false (CHECKOUTD_TRACE: "true"/"false"/"1"/"0").
      * When true, a client that sends X-Checkout-Trace: 1 gets per-attempt upstream timings in a
-     * "trace" member of its answer (docs/operations.md, "Tracing one checkout"). Off by default: internal
-     * services' timings are not for the public. */
+     * "trace" member of its answer (docs/operations.md, "Tracing one checkout"). Off by default:
+     * internal services' timings are not for the public. */
     int trace;
 } cfg;
 
