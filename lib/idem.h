@@ -8,7 +8,8 @@
  *                     malloc'd copy that the callback takes) are to be sent as they are
  *   IDEM_IN_PROGRESS  a checkout with this key and body is still running (here or elsewhere)
  *   IDEM_MISMATCH     the key was used with another body (stored or running); nothing changes
- *   IDEM_UNAVAILABLE  the store cannot say in time (down, slow, or full of claims): fail closed
+ *   IDEM_UNAVAILABLE  the store cannot say in time (down, slow, or full of claims), or its record
+ *                     for this key does not parse (redis): fail closed
  * Threads: idem_claim, idem_finish and idem_release are called on the loop thread of worker
  * claim->worker, and the callback runs on that thread, before idem_claim returns (memory) or on a
  * later turn of that loop (redis). finish and release never call back: their outcome is logged

@@ -354,10 +354,10 @@ static idem_result read_record(rd_op *op, const redisReply *r)
     if (memcmp(r->str + IDEM_TOKEN_LEN, op->head + IDEM_TOKEN_LEN, 2 * IDEM_FP_LEN) != 0)
         return IDEM_MISMATCH;
     const char *st = r->str + IDEM_TOKEN_LEN + 2 * IDEM_FP_LEN;
-    int status = st[0] == 'D' ? record_status(st) : 0;
     if (st[0] == 'P')
         return IDEM_IN_PROGRESS;
-    if (st[0] != 'D' || status < 0) {
+    int status = st[0] == 'D' ? record_status(st) : -1;
+    if (status < 0) {
         cl->why = "the idempotency store holds an unreadable record for this key; retry later";
         rd_log(op->conn->store, "idempotency_record_invalid",
                "a stored record's state or status does not parse; answered 503");
