@@ -6,7 +6,7 @@
 MODE     ?= release
 B        := build/$(MODE)
 CC       ?= cc
-PKGS     := libmicrohttpd libcurl jansson hiredis libcrypto libcares sqlite3
+PKGS     := libmicrohttpd libcurl jansson hiredis libcrypto libcares sqlite3 gnutls
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla
@@ -42,7 +42,7 @@ TESTS    := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
 # Files embedded at build time: service/status.html as a C array (service/status.c serves it).
 GEN_OBJ  := $(B)/gen/status_html.o
 
-.PHONY: all help deps run test test-asan test-tsan check clean format lint bench
+.PHONY: all help deps run test test-asan test-tsan check clean format lint bench docs
 all: $(B)/checkoutd $(B)/fake-upstreams
 
 help:
@@ -52,6 +52,7 @@ help:
 	@echo "make test-asan  the same tests under ASan+UBSan (build/asan/)"
 	@echo "make test-tsan  the same tests under ThreadSanitizer (build/tsan/)"
 	@echo "make check      test + test-asan (what .ci/run runs)"
+	@echo "make docs       docs/openapi.yaml rendered to build/docs/api.html (redocly build-docs)"
 	@echo "make format     clang-format every C file;  make lint  cppcheck + format check"
 	@echo "make clean      remove build/"
 
@@ -60,6 +61,15 @@ $(B)/obj/%.o: %.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(B)/checkoutd: $(call obj,service/main.c) $(SVC_OBJ) $(LIB_OBJ) $(GEN_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The test build of checkoutd: the same objects but lib/jr.c, compiled with its fault points
+# (CHECKOUTD_JOURNAL_FAULT, see lib/jr.c) that the kill tests arm. Never shipped.
+$(B)/obj-faults/lib/jr.o: lib/jr.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DJR_FAULTS -c $< -o $@
+
+$(B)/checkoutd-faults: $(call obj,service/main.c) $(SVC_OBJ) $(filter-out $(B)/obj/lib/jr.o,$(LIB_OBJ)) $(B)/obj-faults/lib/jr.o $(GEN_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # The page's bytes through od (coreutils): no xxd, no linker tricks, works with every $(CC).
@@ -96,9 +106,10 @@ run: deps
 # Every test binary gets the built programs' paths; each starts what it needs on free ports.
 test:
 	@sh scripts/deps.sh test
-	@$(MAKE) --no-print-directory all $(TESTS)
+	@$(MAKE) --no-print-directory all $(TESTS) $(B)/checkoutd-faults
 	@sh scripts/run-tests.sh $(B) $(TESTS)
 	@sh tests/browser/run.sh $(B)
+	@sh tests/docs/run.sh $(B)
 
 test-asan:
 	@$(MAKE) --no-print-directory MODE=asan test
@@ -108,6 +119,21 @@ test-tsan:
 	@$(MAKE) --no-print-directory MODE=tsan test
 
 check: test test-asan
+
+# The API reference: one self-contained HTML page (the Redoc bundle inlined), from docs/openapi.yaml
+# by @redocly/cli (pinned in tests/docs/package-lock.json, installed by npm ci on first use).
+docs: build/docs/api.html
+build/docs/api.html: docs/openapi.yaml tests/docs/redocly.yaml tests/docs/package-lock.json
+	@sh scripts/deps.sh test
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' || \
+	  { echo "make docs: @redocly/cli 2.x needs node >= 20.19, this is $$(node --version)" >&2; exit 1; }
+	@test -f tests/docs/node_modules/@redocly/cli/package.json || \
+	  (cd tests/docs && npm ci --no-audit --no-fund --loglevel=error)
+	@mkdir -p $(dir $@)
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true tests/docs/node_modules/.bin/redocly \
+	  build-docs --inlineBundle --config tests/docs/redocly.yaml --title "checkoutd API" \
+	  docs/openapi.yaml -o $@ 2>&1 | grep -v -e '^ *[╔║╚]' -e '^$$'
+	@test -s $@
 
 # wrk + nginx stubs + the Python reference peer (../shared/peers); always the release build.
 # BENCH_QUICK=1 for a smoke run, BENCH_SECONDS / BENCH_ROUNDS to change the length (bench/bench.sh).
@@ -138,9 +164,9 @@ FUZZ_CC      ?= clang
 FUZZ_B       := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(BASE) $(filter-out -Werror,$(WARN)) -O1 $(FUZZ_SAN) -Iservice \
-                $(shell pkg-config --cflags libcurl jansson hiredis libcrypto 2>/dev/null)
-FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl jansson hiredis libcrypto 2>/dev/null) -lm
-FUZZ_SRC     := $(LIB_SRC) $(filter-out service/main.c service/server.c service/status.c,$(wildcard service/*.c))
+                $(shell pkg-config --cflags libcurl jansson hiredis libcrypto sqlite3 2>/dev/null)
+FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl jansson hiredis libcrypto sqlite3 2>/dev/null) -lm
+FUZZ_SRC     := $(LIB_SRC) $(filter-out service/main.c service/server.c service/status.c service/admin.c service/listen_tls.c service/clen.c,$(wildcard service/*.c))
 FUZZ_OBJ     := $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC))
 FUZZERS      := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_FLAGS   := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1

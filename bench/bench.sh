@@ -17,6 +17,14 @@
 #   fail_comp  fail with payment's "compensate" at the fast stub: every checkout also sends one
 #         void (payment was cancelled after its request left), after its answer; the cost of
 #         compensation in CPU per checkout, and p99 (which must not move: the void is not waited for)
+#   fast_comp  fast with payment's "compensate" at the fast stub, so every checkout journals (v1.3,
+#         "Durable compensation": its begin record durable before the first upstream request, its
+#         "accepted" record before the 200), every checkout accepted: the journal's cost on the
+#         success path. The journal is a file in $TMPDIR (this machine's disk); the row's note
+#         gives fsyncs (commits) per second and records per commit (the group commit's batch)
+#   fast_comp_off, fail_comp_off  fast_comp and fail_comp with CHECKOUTD_JOURNAL_STORE=off (v1.2's
+#         in-process compensation): the same run without the journal (checkoutd only: the peer has
+#         no journal, its rows are those of fast_comp / fail_comp)
 #   flaky address, inventory -> 200 at once, payment -> the flaky stub (503 at once for ~10 % of
 #         requests, else 200 at once), no retry: ~90 % of checkouts succeed. wrk 64 connections
 #   flaky_r2  the same with payment "retry": {"attempts": 2} (backoff 25 ms, full jitter): ~99 %
@@ -30,7 +38,7 @@
 #   BENCH_ROUNDS=3       rounds; each round runs every scenario on checkoutd then on the peer, and
 #                        the table shows medians over the rounds (the cores are shared: one run lies)
 #   BENCH_QUICK=1        smoke mode: 1 round, 1 s warm-up + 2 s measured (about 3 s a run)
-#   BENCH_SCENARIOS="fast fast_key fast_key_redis slow fail fail_comp flaky flaky_r2" (add hold for memory per in-flight checkout)
+#   BENCH_SCENARIOS="fast fast_key fast_key_redis slow fail fail_comp fail_comp_off fast_comp fast_comp_off flaky flaky_r2" (add hold for memory per in-flight checkout)
 #   BENCH_SERVERS="checkoutd peer"   BENCH_THREADS=2 (wrk -t)
 #   BENCH_COUNT_STATUS=1 count answers by status in every scenario (always on in fail; it costs wrk
 #                        throughput, so fast/slow rely on wrk's own non-2xx count unless asked)
@@ -61,7 +69,7 @@ else
   seconds=${BENCH_SECONDS:-10}
   rounds=${BENCH_ROUNDS:-3}
 fi
-scenarios=${BENCH_SCENARIOS:-fast fast_key fast_key_redis slow fail fail_comp flaky flaky_r2}
+scenarios=${BENCH_SCENARIOS:-fast fast_key fast_key_redis slow fail fail_comp fail_comp_off fast_comp fast_comp_off flaky flaky_r2}
 servers=${BENCH_SERVERS:-checkoutd peer}
 threads=${BENCH_THREADS:-2}
 outdir=${BENCH_OUT:-$root/bench/out}
@@ -190,7 +198,9 @@ start_redis() {
 write_config() { # scenario file
   local s=$1 f=$2 a i p retry=""
   case "$s" in
-    fail_comp) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3))
+    fail_comp | fail_comp_off) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3))
+      retry=', "compensate": {"url": "http://127.0.0.1:'"$stub_base"'/void"}' ;;
+    fast_comp | fast_comp_off) a=$stub_base i=$stub_base p=$stub_base
       retry=', "compensate": {"url": "http://127.0.0.1:'"$stub_base"'/void"}' ;;
     flaky) a=$stub_base i=$stub_base p=$((stub_base + 5)) ;;
     flaky_r2) a=$stub_base i=$stub_base p=$((stub_base + 5)) retry=', "retry": {"attempts": 2}' ;;
@@ -198,7 +208,7 @@ write_config() { # scenario file
     slow) a=$((stub_base + 1)) i=$((stub_base + 1)) p=$((stub_base + 1)) ;;
     fail) a=$stub_base i=$((stub_base + 2)) p=$((stub_base + 3)) ;;
     hold) a=$stub_base i=$stub_base p=$((stub_base + 3)) ;;
-    *) die "unknown scenario '$s' (fast, fast_key, fast_key_redis, slow, fail, fail_comp, flaky, flaky_r2, hold)" ;;
+    *) die "unknown scenario '$s' (fast, fast_key, fast_key_redis, slow, fail, fail_comp, fail_comp_off, fast_comp, fast_comp_off, flaky, flaky_r2, hold)" ;;
   esac
   # fast_key: the default memory store, sized for every key of a run (no eviction in the table);
   # the other scenarios send no key, so the store (memory by default) is never touched.
@@ -237,8 +247,13 @@ connections_for() {
 start_server() { # server config
   local server=$1 cfg=$2 i
   : >"$tmp/srv.out"
+  # v1.3: a fresh journal per run (in $TMPDIR: this machine's disk), or none for the *_off runs
+  rm -f "$tmp/journal.db" "$tmp/journal.db-wal" "$tmp/journal.db-shm" "$tmp/journal.db.lock"
+  local jstore=file
+  case "$cur_scenario" in *_off) jstore=off ;; esac
   case "$server" in
-    checkoutd) "$checkoutd" --config "$cfg" >"$tmp/srv.out" 2>"$tmp/srv.err" & ;;
+    checkoutd) CHECKOUTD_JOURNAL_PATH="$tmp/journal.db" CHECKOUTD_JOURNAL_STORE=$jstore \
+      "$checkoutd" --config "$cfg" >"$tmp/srv.out" 2>"$tmp/srv.err" & ;;
     peer) "$python" "$peers/python/checkout_peer.py" --config "$cfg" >"$tmp/srv.out" 2>"$tmp/srv.err" & ;;
     *) die "unknown server '$server' (checkoutd, peer)" ;;
   esac
@@ -294,7 +309,7 @@ status_kb() { # pid key -> kB value from /proc/PID/status
 # otherwise show up as a very fast, very wrong row).
 probe() { # scenario port
   local want=200 got
-  case "$1" in fail | fail_comp) want=422 ;; esac
+  case "$1" in fail | fail_comp | fail_comp_off) want=422 ;; esac
   got=$(curl -s -o "$tmp/probe.body" -w '%{http_code} %{time_total}' --max-time 15 \
     -X POST "http://127.0.0.1:$2/checkout" -H 'Content-Type: application/json' \
     --data-binary '{"order_id":"ord-probe","address":{"name":"Ada","line1":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"},"items":[{"sku":"SKU-1","quantity":1}],"payment":{"method":"card","token":"tok_visa","amount":100,"currency":"USD"}}' ||
@@ -317,6 +332,7 @@ run_one() { # round scenario server
   [ "$s" = fast_key_redis ] && redis-cli -p "$redis_port" flushall >/dev/null
   # hold: every checkout takes 5 s, so a run must last longer than that to answer any.
   if [ "$s" = hold ] && [ "$dur" -lt 12 ]; then dur=12; fi
+  cur_scenario=$s
   if ! start_server "$server" "$tmp/$s.json"; then
     printf '%s\t%s\t%s\tFAILED\n' "$round" "$s" "$server" >>"$raw"
     return 0
@@ -325,7 +341,7 @@ run_one() { # round scenario server
   probe "$s" "$srv_port"
   rss_idle=$(status_kb "$srv_pid" VmRSS)
   local count=0
-  case "$s" in fail | fail_comp) count=1 ;; esac
+  case "$s" in fail | fail_comp | fail_comp_off) count=1 ;; esac
   if [ "${BENCH_COUNT_STATUS:-0}" = 1 ]; then count=1; fi
   t_start=$(date +%s.%N)
   # No warm-up in hold: it would leave $conns checkouts in flight, abandoned by their client,
@@ -337,6 +353,8 @@ run_one() { # round scenario server
   fi
   warm_requests=$(sed -n 's/^@@bench requests=\([0-9]*\).*/\1/p' "$tmp/warm.out")
   rss_warm=$(status_kb "$srv_pid" VmRSS)
+  local jc0 jr0 jc1 jr1
+  read -r jc0 jr0 < <(journal_counts "$server")
   c0=$(cpu_ticks "$srv_pid")
   n0=$(stub_ticks)
   read -r m0 nice0 < <(machine_busy_ticks)
@@ -351,6 +369,15 @@ run_one() { # round scenario server
   t_end=$(date +%s.%N)
   hwm=$(status_kb "$srv_pid" VmHWM)
   rss_end=$(status_kb "$srv_pid" VmRSS)
+  read -r jc1 jr1 < <(journal_counts "$server")
+  if [ "$jc1" -gt "$jc0" ]; then
+    # the journal's group commit over the measured run: fsyncs per second, records per commit
+    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$s" "$server" \
+      "$(awk -v c=$((jc1 - jc0)) -v t=$(((t1 - t0) / 1000000)) 'BEGIN { printf "%.0f", c * 1000 / t }')" \
+      "$(awk -v c=$((jc1 - jc0)) -v r=$((jr1 - jr0)) 'BEGIN { printf "%.2f", r / c }')" >>"$jraw"
+    say "$(printf 'round %s %s journal: %s commits (fsyncs)/s, %s records per commit' "$round" "$s" \
+      "$(tail -n 1 "$jraw" | cut -f 4)" "$(tail -n 1 "$jraw" | cut -f 5)")"
+  fi
   stop_server
   {
     echo "=== round $round $s $server (c=$conns) ==="
@@ -374,7 +401,7 @@ run_one() { # round scenario server
   non2xx=$(val non2xx)
   errs=$(($(val err_connect) + $(val err_read) + $(val err_write) + $(val err_timeout)))
   statuses=$(printf '%s\n' "$line" | tr ' ' '\n' | sed -n 's/^status_//p' | tr '\n' ',' | sed 's/,$//')
-  if [ "$s" = fail ] || [ "$s" = fail_comp ]; then
+  if [ "$s" = fail ] || [ "$s" = fail_comp ] || [ "$s" = fail_comp_off ]; then
     st422=$(val status_422)
     bad=$((requests - ${st422:-0}))
   else
@@ -407,11 +434,22 @@ run_one() { # round scenario server
   fi
 }
 
+# The journal's commits and records so far (checkoutd's /metrics; "0 0" without a journal).
+journal_counts() { # server
+  if [ "$1" != checkoutd ]; then echo "0 0"; return; fi
+  curl -s --max-time 5 "http://127.0.0.1:$srv_port/metrics" | awk '
+    $1 == "checkoutd_journal_commits_total" { c = $2 }
+    $1 == "checkoutd_journal_records_per_commit_sum" { r = $2 }
+    END { printf "%d %d\n", c, r }'
+}
+
 # ---- main -------------------------------------------------------------------------------------
 mkdir -p "$outdir"
 stamp=$(date -u +%Y%m%d-%H%M%S)
 raw="$outdir/bench-$stamp.tsv"
 wrklog="$outdir/bench-$stamp.log"
+jraw="$outdir/bench-$stamp-journal.tsv" # round scenario server commits_per_s records_per_commit
+printf 'round\tscenario\tserver\tcommits_per_s\trecords_per_commit\n' >"$jraw"
 table="$outdir/bench-$stamp.md"
 printf 'round\tscenario\tserver\trequests\trps\tp50_us\tp90_us\tp99_us\tmax_us\tbad\tsock_err\tcpu_us_per_checkout\tvmhwm_kb\tvmrss_after_warmup_kb\tvmrss_end_kb\tstatuses\tt_start\tt_end\twarmup_requests\tothers_cpu_pct\tnginx_cpu_us_per_checkout\twrk_cpu_us_per_checkout\tniced_cpu_pct\tvmrss_idle_kb\tconnections\tp999_us\n' >"$raw"
 : >"$wrklog"
@@ -424,6 +462,8 @@ say "$rounds round(s) x {$scenarios} x {$servers}: ${warmup} s warm-up + ${secon
 for round in $(seq "$rounds"); do
   for s in $scenarios; do
     for server in $servers; do
+      # the peer has no journal: its *_off row would repeat its fast_comp / fail_comp row
+      case "$s/$server" in *_off/peer) continue ;; esac
       run_one "$round" "$s" "$server"
     done
   done

@@ -1,11 +1,12 @@
 #!/bin/bash
 # HEALTHCHECK of the checkoutd image: exit 0 when GET /healthz answers 200, else 1.
 # bash, not sh: /dev/tcp is a bash feature (dash has none), and bash is Essential in Debian, so
-# this costs the image nothing, where curl would add a package. Reads CHECKOUTD_LISTEN (the
-# container's environment is the one the daemon got) to find the port; a wildcard address is
-# probed on loopback.
+# this costs the image nothing, where curl would add a package. Reads CHECKOUTD_ADMIN_LISTEN (the
+# admin listener: plain HTTP even when listen has tls), else CHECKOUTD_LISTEN (the container's
+# environment is the one the daemon got) to find the port; a wildcard address is probed on
+# loopback.
 set -eu
-listen=${CHECKOUTD_LISTEN:-127.0.0.1:8080}
+listen=${CHECKOUTD_ADMIN_LISTEN:-${CHECKOUTD_LISTEN:-127.0.0.1:8080}}
 port=${listen##*:}
 host=${listen%:*}
 case $host in

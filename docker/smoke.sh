@@ -3,7 +3,9 @@
 # docker/ ships works: the image answers the README's checkouts, is healthy, runs as non-root and
 # drains on SIGTERM as PID 1; docker/compose.yaml answers (podman-compose, and Docker's
 # docker-compose through podman's Docker API); docker/compose.scale.yaml balances 3 replicas and
-# keeps answering while one drains; docker/k8s/ played by `podman kube play` answers.
+# keeps answering while one drains; docker/k8s/ played by `podman kube play` answers. v1.3: the
+# admin port serves /metrics (404 on the checkout port) and the HEALTHCHECK; listen's tls answers a
+# checkout over HTTPS (a throwaway certificate made here) and nothing over plain HTTP.
 # Exit status 0 when every check passed. Removes every container, pod, network and image it made
 # (trap EXIT); keeps the base image debian:bookworm-slim (podman storage) and the cache dir
 # (its tarball, containers.conf), and podman's own pause image for pods.
@@ -12,13 +14,14 @@
 # Usage: docker/smoke.sh            (as root; installs the Debian packages it needs when missing)
 # Environment:
 #   SMOKE_CACHE=/var/cache/checkoutd-smoke  base image tarball + containers.conf (kept between runs)
-#   SMOKE_PORT=18080                        first of 5 loopback ports used (18080..18084)
+#   SMOKE_PORT=18080                        first of 7 loopback ports used (18080..18086)
 #   SMOKE_KEEP=1                            keep the built images (tags :smoke) for a look afterwards
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${SMOKE_CACHE:-/var/cache/checkoutd-smoke}
 PORT0=${SMOKE_PORT:-18080}
 P_RUN=$PORT0 P_KUBE=$((PORT0 + 1)) P_COMPOSE=$((PORT0 + 2)) P_SCALE=$((PORT0 + 3)) P_STATS=$((PORT0 + 4))
+P_ADMIN=$((PORT0 + 5)) P_TLS=$((PORT0 + 6))
 IMAGE=localhost/checkoutd:smoke
 HAPROXY_IMAGE=localhost/checkoutd-haproxy:smoke
 REDIS_IMAGE=localhost/checkoutd-redis:smoke
@@ -42,7 +45,7 @@ fail() {
 # iptables (netavark's port forwarding), aardvark-dns (compose service names), catatonit (the pods'
 # infra container) are what a --no-install-recommends podman lacks on Debian 12. docker-compose
 # (Docker's compose tool, 1.29) drives compose.yaml through podman's Docker-compatible API.
-pkgs="podman runc debootstrap podman-compose haproxy iptables aardvark-dns catatonit curl ca-certificates docker-compose"
+pkgs="podman runc debootstrap podman-compose haproxy iptables aardvark-dns catatonit curl ca-certificates docker-compose openssl"
 missing=""
 for p in $pkgs; do
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" = installed ] || missing="$missing $p"
@@ -92,10 +95,13 @@ cleanup() {
     done
   fi
   [ -n "$kube_played" ] && podman kube down "$kube_played" >>"$LOG" 2>&1
+  podman volume rm -f checkoutd-journal >>"$LOG" 2>&1
   for p in "$N-compose" "$N-scale" "$N-dc"; do
     podman ps -a -q --filter "label=io.podman.compose.project=$p" | xargs -r podman rm -f -t 5 >>"$LOG" 2>&1
     podman ps -a -q --filter "label=com.docker.compose.project=$p" | xargs -r podman rm -f -t 5 >>"$LOG" 2>&1
     podman network rm -f "${p}_default" >>"$LOG" 2>&1
+    # the journal volumes of the compose files (v1.3), named <project>_<volume>
+    podman volume ls -q | grep "^${p}_" | xargs -r podman volume rm -f >>"$LOG" 2>&1
   done
   if [ -n "$svc" ]; then
     kill "$svc" 2>/dev/null
@@ -118,7 +124,7 @@ trap 'exit 130' INT TERM
 podman ps -a -q --filter "name=^$N" | xargs -r podman rm -f -t 0 >>"$LOG" 2>&1 || true
 podman pod ls -q --filter "name=^$N" | xargs -r podman pod rm -f -t 0 >>"$LOG" 2>&1 || true
 
-for p in $P_RUN $P_KUBE $P_COMPOSE $P_SCALE $P_STATS; do
+for p in $P_RUN $P_KUBE $P_COMPOSE $P_SCALE $P_STATS $P_ADMIN $P_TLS; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     fail "port 127.0.0.1:$p is in use (SMOKE_PORT=... picks another range)"
   fi
@@ -196,6 +202,16 @@ wait_ready() {
   done
   fail "$2: /readyz on 127.0.0.1:$1 never answered 200"
 }
+# check_admin PUBLIC ADMIN WHAT: /metrics and /status.json on the admin port only (v1.3).
+check_admin() {
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/metrics")" = 404 ] ||
+    fail "$3: /metrics answers on the checkout port"
+  curl -s --max-time 5 "http://127.0.0.1:$2/metrics" | grep -q '^checkoutd_checkouts_total{outcome="accepted"}' ||
+    fail "$3: no /metrics on the admin port"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$2/status.json")" = 200 ] ||
+    fail "$3: no /status.json on the admin port"
+  ok "$3: /metrics + /status.json on the admin port, /metrics 404 on the checkout port"
+}
 # check_checkouts PORT WHAT: the README's accepted and rejected checkouts, answers checked.
 check_checkouts() {
   local r body=$WORK/body
@@ -216,12 +232,41 @@ check_checkouts() {
 
 # ==== 1. podman run: checkoutd + fake-upstreams in one pod (they share loopback, so the baked-in
 # config's 127.0.0.1 upstream URLs work unchanged).
-podman pod create --name "$N-pod" -p "127.0.0.1:$P_RUN:8080" >>"$LOG" 2>&1 || fail "podman pod create"
+podman pod create --name "$N-pod" -p "127.0.0.1:$P_RUN:8080" -p "127.0.0.1:$P_ADMIN:9090" \
+  -p "127.0.0.1:$P_TLS:8443" >>"$LOG" 2>&1 || fail "podman pod create"
 podman run -d --pod "$N-pod" --name "$N-upstreams" --entrypoint fake-upstreams "$IMAGE" >>"$LOG" 2>&1 ||
   fail "podman run fake-upstreams"
 podman run -d --pod "$N-pod" --name "$N-checkoutd" "$IMAGE" >>"$LOG" 2>&1 || fail "podman run checkoutd"
 wait_ready "$P_RUN" "podman run"
 check_checkouts "$P_RUN" "podman run"
+check_admin "$P_RUN" "$P_ADMIN" "podman run"
+
+# HTTPS on listen (v1.3 tls): a throwaway CA and server certificate for 127.0.0.1, mounted read-only;
+# a second checkoutd in the pod (its own ports: 8443, admin 9091). Its HEALTHCHECK probes its plain
+# admin port.
+tls=$WORK/tls
+mkdir -p "$tls"
+(cd "$tls" && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=smoke CA' &&
+  openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' &&
+  printf 'subjectAltName=IP:127.0.0.1\n' >server.ext &&
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext &&
+  chmod 0644 server.key) >"$WORK/openssl.log" 2>&1 || fail "openssl: a throwaway certificate"
+podman run -d --pod "$N-pod" --name "$N-tls" -v "$tls:/tls:ro" -e CHECKOUTD_LISTEN=0.0.0.0:8443 \
+  -e CHECKOUTD_ADMIN_LISTEN=0.0.0.0:9091 -e CHECKOUTD_TLS_CERT_FILE=/tls/server.pem \
+  -e CHECKOUTD_TLS_KEY_FILE=/tls/server.key "$IMAGE" >>"$LOG" 2>&1 || fail "podman run checkoutd (tls)"
+for _ in $(seq 1 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 --cacert "$tls/ca.pem" "https://127.0.0.1:$P_TLS/readyz" || true)" = 200 ] && break
+  sleep 0.2
+done
+r=$(curl -s -o "$WORK/tls.body" -w '%{http_code}' --max-time 10 --cacert "$tls/ca.pem" -X POST \
+  "https://127.0.0.1:$P_TLS/checkout" -H 'Content-Type: application/json' -d "$ACCEPTED" || true)
+[ "$r" = 200 ] && grep -q '"status":"accepted"' "$WORK/tls.body" ||
+  fail "tls: checkout over HTTPS got $r: $(head -c 300 "$WORK/tls.body")"
+r=$(curl -s -o "$WORK/plain.body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$P_TLS/metrics" || true)
+[ "$r" = 000 ] && ! grep -qs checkoutd "$WORK/plain.body" || fail "tls: plain HTTP to the HTTPS port got $r"
+podman healthcheck run "$N-tls" >>"$LOG" 2>&1 || fail "tls: podman healthcheck run: not healthy"
+ok "tls: checkout over HTTPS (curl --cacert) -> 200 accepted; plain HTTP -> no answer; healthy"
+podman rm -f -t 5 "$N-tls" >>"$LOG" 2>&1
 
 podman healthcheck run "$N-checkoutd" >>"$LOG" 2>&1 || fail "podman healthcheck run: not healthy"
 [ "$(podman inspect "$N-checkoutd" --format '{{.State.Health.Status}}')" = healthy ] ||
@@ -253,10 +298,11 @@ ok "SIGTERM: in-flight checkout answered (504 after its 1.5 s timeout), \"stop\"
 podman pod rm -f -t 5 "$N-pod" >>"$LOG" 2>&1
 
 # ==== 2. docker/compose.yaml: service-to-service by name, published port.
-CHECKOUTD_IMAGE=$IMAGE REDIS_IMAGE=$REDIS_IMAGE CHECKOUTD_PORT=$P_COMPOSE timeout 180 \
+CHECKOUTD_IMAGE=$IMAGE REDIS_IMAGE=$REDIS_IMAGE CHECKOUTD_PORT=$P_COMPOSE CHECKOUTD_ADMIN_PORT=$P_ADMIN timeout 180 \
   podman-compose -p "$N-compose" -f docker/compose.yaml up -d >>"$LOG" 2>&1 || fail "podman-compose up (compose.yaml)"
 wait_ready "$P_COMPOSE" "compose.yaml"
 check_checkouts "$P_COMPOSE" "compose.yaml"
+check_admin "$P_COMPOSE" "$P_ADMIN" "compose.yaml"
 CHECKOUTD_IMAGE=$IMAGE REDIS_IMAGE=$REDIS_IMAGE timeout 60 podman-compose -p "$N-compose" -f docker/compose.yaml down -t 5 >>"$LOG" 2>&1 ||
   fail "podman-compose down (compose.yaml)"
 podman network rm -f "$N-compose_default" >>"$LOG" 2>&1 || true   # podman-compose 1.0.3 leaves it
@@ -270,7 +316,7 @@ podman system service --time=0 "unix://$sock" >>"$LOG" 2>&1 &
 svc=$!
 for _ in $(seq 1 50); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || fail "podman system service did not create $sock"
-DOCKER_HOST=unix://$sock CHECKOUTD_IMAGE=$IMAGE CHECKOUTD_PORT=$P_COMPOSE timeout 180 \
+DOCKER_HOST=unix://$sock CHECKOUTD_IMAGE=$IMAGE CHECKOUTD_PORT=$P_COMPOSE CHECKOUTD_ADMIN_PORT=$P_ADMIN timeout 180 \
   docker-compose -p "$N-dc" -f docker/compose.yaml up -d --no-build >>"$LOG" 2>&1 || fail "docker-compose up (compose.yaml)"
 wait_ready "$P_COMPOSE" "docker-compose"
 check_checkouts "$P_COMPOSE" "compose.yaml (docker-compose)"
@@ -339,21 +385,36 @@ CHECKOUTD_IMAGE=$IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE REDIS_IMAGE=$REDIS_IMAGE tim
 podman network rm -f "$N-scale_default" >>"$LOG" 2>&1 || true
 ok "compose.scale.yaml down"
 
-# ==== 4. docker/k8s: the Deployment + ConfigMap played by podman. Two changes, made here and
-# nowhere else, because a cluster needs neither: one replica (podman plays every replica on this
-# one host, and they cannot share a host port) and a hostPort on loopback (podman runs no Service).
-# The image is this run's tag. Everything else — envFrom, ports, command, securityContext — is as
-# committed.
-kube=$WORK/deployment.play.yaml
+# ==== 4. docker/k8s: the StatefulSet + ConfigMap played by podman. Changes made here and nowhere
+# else, because a cluster needs none of them: one replica (podman plays every replica on this one
+# host, and they cannot share a host port), a hostPort on loopback (podman runs no Service), and,
+# since podman 4.3 plays Deployments, Pods and PersistentVolumeClaims but no StatefulSet: kind
+# Deployment, without the StatefulSet's own keys, its volumeClaimTemplate played as one PVC
+# (checkoutd-journal, a podman volume) mounted the same way. The image is this run's tag.
+# Everything else — envFrom, ports, command, securityContext, the volume mount — is as committed.
+kube=$WORK/statefulset.play.yaml
 awk -v port="$P_KUBE" -v image="$IMAGE" '
+  /^kind: StatefulSet$/ { print "kind: Deployment"; k++; next }
+  /^  serviceName: / || /^  podManagementPolicy: / { next }
+  /^  volumeClaimTemplates:$/ { skip = 1 }
+  skip { next }
   /^  replicas: [0-9]+$/ { sub(/[0-9]+$/, "1"); r++ }
   /image: localhost\/checkoutd:latest/ { sub(/localhost\/checkoutd:latest/, image); i++ }
+  /^      containers:$/ {
+    print "      volumes:"; print "        - name: journal"
+    print "          persistentVolumeClaim:"; print "            claimName: checkoutd-journal"; v++ }
   { print }
   /^ *containerPort: 8080$/ {
     ind = $0; sub(/containerPort.*/, "", ind)
     print ind "hostPort: " port; print ind "hostIP: 127.0.0.1"; h++ }
-  END { if (r != 1 || i != 2 || h != 1) { print "transform failed" > "/dev/stderr"; exit 1 } }
-' docker/k8s/deployment.yaml >"$kube" || fail "could not adapt docker/k8s/deployment.yaml for podman"
+  END {
+    if (k != 1 || r != 1 || i != 2 || h != 1 || v != 1 || skip != 1) {
+      print "transform failed" > "/dev/stderr"; exit 1 }
+    print "---"; print "apiVersion: v1"; print "kind: PersistentVolumeClaim"
+    print "metadata:"; print "  name: checkoutd-journal"; print "spec:"
+    print "  accessModes: [\"ReadWriteOnce\"]"; print "  resources:"
+    print "    requests:"; print "      storage: 1Gi" }
+' docker/k8s/statefulset.yaml >"$kube" || fail "could not adapt docker/k8s/statefulset.yaml for podman"
 # A third change: the ConfigMap's Idempotency-Key store is the Redis of redis.yaml, reached by its
 # Service name, which podman does not run; the pod played here uses the memory store.
 kube_cm=$WORK/configmap.play.yaml
@@ -368,13 +429,21 @@ wait_ready "$P_KUBE" "kube play"
 for path in healthz readyz; do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_KUBE/$path")" = 200 ] || fail "kube: /$path"
 done
+# the probes' port (admin, 9090) answers inside the pod; /metrics is not on the Service's port
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_KUBE/metrics")" = 404 ] || fail "kube: /metrics on the public port"
+kctr0=$(podman ps --format '{{.Names}}' | grep -- '-checkoutd$' | grep '^checkoutd-pod' | head -n 1)
+podman exec "$kctr0" /usr/local/bin/checkoutd-healthcheck || fail "kube: the admin port (9090) does not answer /healthz"
 kctr=$(podman ps --format '{{.Names}}' | grep -- '-checkoutd$' | grep '^checkoutd-pod' | head -n 1)
 [ "$(podman exec "$kctr" printenv CHECKOUTD_PAYMENT_URL)" = http://127.0.0.1:9103/verify ] ||
   fail "kube: the ConfigMap's CHECKOUTD_* did not reach the container"
 [ "$(podman exec "$kctr" id -u)" = 10001 ] || fail "kube: not running as uid 10001"
 check_checkouts "$P_KUBE" "kube play"
+# The journal's volume is mounted where journal.path's default lives, writable by uid 10001.
+podman exec "$kctr" sh -c 'test -d /var/lib/checkoutd && test -w /var/lib/checkoutd' ||
+  fail "kube: /var/lib/checkoutd is not a writable volume for uid 10001"
 podman kube down "$kube" >>"$LOG" 2>&1 || fail "podman kube down"
 kube_played=""
-ok "kube play: ConfigMap env in the container, /healthz + /readyz 200, uid 10001; kube down"
+podman volume rm -f checkoutd-journal >>"$LOG" 2>&1 || true
+ok "kube play: ConfigMap env in the container, /healthz + /readyz 200, admin port healthy, /metrics 404 on 8080, uid 10001, journal volume; kube down"
 
 ok "all checks passed in $((SECONDS - START)) s"

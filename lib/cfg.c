@@ -76,6 +76,8 @@ static const top_key top_keys[] = {
      offsetof(cfg, idle_timeout_ms), 30000},
     {"max_connections_per_ip", "CHECKOUTD_MAX_CONNECTIONS_PER_IP", KIND_INT, 0, 16384,
      offsetof(cfg, max_connections_per_ip), 0},
+    {"request_timeout_ms", "CHECKOUTD_REQUEST_TIMEOUT_MS", KIND_INT, 100, 600000,
+     offsetof(cfg, request_timeout_ms), 30000},
     {"validations", "CHECKOUTD_VALIDATIONS", KIND_LIST, 0, 0, 0, 0},
 };
 #define NTOP            (sizeof top_keys / sizeof top_keys[0])

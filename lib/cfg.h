@@ -26,6 +26,7 @@
  *   CHECKOUTD_HEADER_TIMEOUT_MS        header_timeout_ms       (v1.2, absent from default_json)
  *   CHECKOUTD_IDLE_TIMEOUT_MS          idle_timeout_ms         (v1.2, absent from default_json)
  *   CHECKOUTD_MAX_CONNECTIONS_PER_IP   max_connections_per_ip  (absent from default_json)
+ *   CHECKOUTD_REQUEST_TIMEOUT_MS       request_timeout_ms      (v1.3, absent from default_json)
  *   CHECKOUTD_TRACE                    trace (true, false, 1 or 0)
  *   CHECKOUTD_VALIDATIONS              the whole list: a JSON array in the form of the file's
  *                                      "validations"; it replaces the file's (or default) list
@@ -149,6 +150,24 @@ typedef struct cfg_idempotency {
     long timeout_ms;
 } cfg_idempotency;
 
+/* v1.3 top-level "tls" of listen (lib/cfg_edge.c); cert_file NULL: listen speaks plain HTTP. */
+typedef struct cfg_listen_tls {
+    char *cert_file;      /* PEM certificate (chain), checked not expired at load */
+    char *key_file;       /* its PEM private key */
+    char *client_ca_file; /* NULL, or PEM CAs a client certificate must be signed by (mTLS) */
+} cfg_listen_tls;
+/* journal (v1.3, "Durable compensation"; lib/cfg_journal.c), all optional:
+ *   store  "file" | "off"  ["file" when some validation has compensate]  CHECKOUTD_JOURNAL_STORE
+ *   path   the SQLite file [/var/lib/checkoutd/journal.db]               CHECKOUTD_JOURNAL_PATH
+ * on is 1 when checkouts journal: store "file" and some validation has compensate. The path is
+ * checked at load without being taken: the file, or its nearest existing directory, must be
+ * writable (lib/jr creates the missing directories at start). */
+typedef struct cfg_journal {
+    int on;
+    int off_given; /* "off" was asked for while some validation has compensate: warn at start */
+    char *path;
+} cfg_journal;
+
 typedef struct cfg {
     char *listen_host;            /* "127.0.0.1", "0.0.0.0", "::1" (brackets stripped) */
     int listen_port;              /* 0..65535; 0 picks a free port */
@@ -163,7 +182,16 @@ typedef struct cfg {
     long idle_timeout_ms;   /* 1000..3600000, default 30000 */
     /* Open connections one client address may hold (0: no cap). */
     long max_connections_per_ip; /* 0..16384, default 0 */
-    size_t nvalidations;         /* 1..32 */
+    /* v1.3: a request's header and body must both have arrived within request_timeout_ms of its
+     * first byte (a trickled body does not extend it), else 408 or a close. */
+    long request_timeout_ms; /* 100..600000, default 30000 */
+    /* v1.3 admin_listen "HOST:PORT" (CHECKOUTD_ADMIN_LISTEN; lib/cfg_edge.c): /metrics, /status,
+     * /status.json only there. admin_host NULL: unset (they answer on listen). */
+    char *admin_host;
+    int admin_port;
+    cfg_listen_tls
+        listen_tls;      /* v1.3 "tls" (CHECKOUTD_TLS_CERT_FILE, _KEY_FILE, _CLIENT_CA_FILE) */
+    size_t nvalidations; /* 1..32 */
     cfg_validation validations[CFG_MAX_VALIDATIONS];
     cfg_idempotency idempotency; /* lib/cfg_idem.c */
     /* v1.2 "trace": a JSON boolean, default false (CHECKOUTD_TRACE: "true"/"false"/"1"/"0").
@@ -171,6 +199,7 @@ typedef struct cfg {
      * "trace" member of its answer (docs/operations.md, "Tracing one checkout"). Off by default:
      * internal services' timings are not for the public. */
     int trace;
+    cfg_journal journal; /* lib/cfg_journal.c */
 } cfg;
 
 /* Looks up an environment variable; getenv in production, a table in tests. NULL when unset. */

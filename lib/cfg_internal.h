@@ -48,6 +48,9 @@ char *cfg_dup(const cfg_loader *ld, const cfg_where *w, const char *s);
 /* Refuses a key of obj that is not one of the n names of list; expected lists them for people. */
 int cfg_check_keys(const cfg_loader *ld, const cfg_where *w, const json_t *obj,
                    const char *const *list, size_t n, const char *expected);
+/* path opens for reading and is a regular file (or a link to one); *err: an errno, or 0 for "not a
+ * regular file" (lib/cfg_upstream.c). */
+int cfg_file_readable(const char *path, int *err);
 /* An environment variable through the loader's getenv (NULL: unset or no environment). */
 const char *cfg_env(const cfg_loader *ld, const char *name);
 /* The longest host name DNS allows; also bounds an IPv6 literal with its zone. */
@@ -110,6 +113,8 @@ void cfg_comp_free(cfg_validation *out);
 /* The parsers of the blocks (one lib/cfg_<area>.c each). */
 int cfg_idem_load(const cfg_loader *ld, const json_t *value, cfg *out);
 void cfg_idem_free(cfg *out);
+int cfg_journal_load(const cfg_loader *ld, const json_t *value, cfg *out); /* cfg_journal.c */
+void cfg_journal_free(cfg *out);
 
 /* The tables (lib/cfg_blocks.c), each ended by an entry whose key is NULL. */
 extern const cfg_val_block cfg_val_blocks[];

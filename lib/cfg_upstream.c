@@ -265,7 +265,7 @@ void cfg_headers_free(cfg_validation *out)
 /* Opens path: a missing file or a missing permission fails now. Only a regular file (or a link to
  * one) passes: a FIFO or a device could block the start, a directory holds no PEM. O_NONBLOCK
  * keeps open itself from waiting on a FIFO. *err: an errno, or 0 for "not a regular file". */
-static int file_readable(const char *path, int *err)
+int cfg_file_readable(const char *path, int *err)
 {
     struct stat st;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -294,7 +294,7 @@ static int tls_file(const cfg_loader *ld, size_t i, const json_t *tls, const cha
     path = cfg_get_string(ld, &w, v, "a file path", cfg_nonempty_ok);
     if (path == NULL)
         return -1;
-    if (!file_readable(path, &err)) {
+    if (!cfg_file_readable(path, &err)) {
         cfg_show_string(path, shown);
         return cfg_errf(ld, &w, "cannot read %s: %s", shown,
                         err ? strerror(err) : "not a regular file");

@@ -31,6 +31,8 @@ struct comp_task {
     long last_status;
     uint64_t rnd;
     int has_result;
+    int stopped;
+    int64_t journal_id;
     struct timespec started;
     char order_id[520];
     char request_id[160];
@@ -96,6 +98,16 @@ const char *comp_task_last(const comp_task *t)
     return t->last;
 }
 
+int64_t comp_task_journal_id(const comp_task *t)
+{
+    return t->journal_id;
+}
+
+int comp_task_stopped(const comp_task *t)
+{
+    return t->stopped;
+}
+
 long comp_task_last_status(const comp_task *t)
 {
     return t->last_status;
@@ -150,6 +162,7 @@ static uint64_t next_random(comp_task *t)
 static void on_backoff(void *arg, int stopped)
 {
     comp_task *t = arg;
+    t->stopped = stopped;
     if (stopped || attempt(t) != 0)
         end(t, 0); /* the drain's bound passed (or no memory): given up */
 }
@@ -165,6 +178,7 @@ static void on_answer(tg_group *g, void *user)
     if (r->state ==
         TG_CANCELLED) { /* the loop stopped (a group of one is cancelled by nothing else) */
         t->last = "cancelled";
+        t->stopped = 1;
         tg_group_free(g);
         end(t, 0);
         return;
@@ -238,6 +252,7 @@ int comp_run_start(const comp_spec *s)
     snprintf(t->order_id, sizeof t->order_id, "%s", s->order_id);
     snprintf(t->request_id, sizeof t->request_id, "%s", s->request_id ? s->request_id : "");
     t->has_result = s->has_result;
+    t->journal_id = s->journal_id;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     t->started = ts;
     t->rnd = ((uint64_t)ts.tv_nsec ^ ((uint64_t)(uintptr_t)t << 16)) | 1u; /* spread, not secrecy */

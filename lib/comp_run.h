@@ -10,9 +10,11 @@
  *   give up  the last attempt failed, or the loop stopped (the drain's bound passed): "given up"
  * The task is owned by the loop it runs on from comp_run_start until its end event; nothing else
  * touches it. The observer hears every request and the end (for log lines and metrics), on the
- * loop thread (or on the thread that stops the loop). Costs: one task allocation, and per attempt
- * one group plus a copy of the body; nothing at all for a checkout that compensates nothing.
- * comp_run_pending and the two totals are process-wide, for the drain and the stop line. */
+ * loop thread (or on the thread that stops the loop). Before the loop starts, comp_run_start may
+ * also be called from the thread that will start it (recovery at start). Costs: one task
+ * allocation, and per attempt one group plus a copy of the body; nothing at all for a checkout that
+ * compensates nothing. comp_run_pending and the two totals are process-wide, for the drain and the
+ * stop line. */
 #ifndef CHECKOUTD_COMP_RUN_H
 #define CHECKOUTD_COMP_RUN_H
 
@@ -20,6 +22,7 @@
 #include "tg.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct comp_task comp_task;
 
@@ -45,6 +48,7 @@ typedef struct comp_spec {
     const tg_tls *tls;             /* the validation's TLS files, or NULL (copied; the strings
                                     * are the config's and must outlive the task) */
     const comp_observer *observer; /* must outlive the task */
+    int64_t journal_id;            /* v1.3: the checkout's journal record, 0 when none */
 } comp_spec;
 
 /* Starts the first attempt. 0, or a negative errno (out of memory, loop stopping): then nothing
@@ -62,6 +66,10 @@ unsigned comp_task_attempts(const comp_task *t); /* undo requests sent so far */
 /* The last request's outcome: "ok", a failure kind, or "cancelled" (the loop stopped); and its
  * HTTP status, 0 when none came. */
 const char *comp_task_last(const comp_task *t);
+/* v1.3: the journal record given in the spec (0: none); 1 when the task ended because its loop
+ * stopped (the drain's bound passed), not by its own attempts: the undo step is still owed. */
+int64_t comp_task_journal_id(const comp_task *t);
+int comp_task_stopped(const comp_task *t);
 long comp_task_last_status(const comp_task *t);
 
 /* Compensations started and not ended, in this process; and those that ended done / given up. */

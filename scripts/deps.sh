@@ -5,12 +5,14 @@
 #        scripts/deps.sh fuzz   (build + clang and libclang-rt-14-dev, which holds libFuzzer)
 set -eu
 set_name=${1:-build}
-pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libssl-dev libhiredis-dev libc-ares-dev libsqlite3-dev curl ca-certificates"
+pkgs="gcc make pkg-config libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libjansson-dev libssl-dev libhiredis-dev libc-ares-dev libsqlite3-dev curl ca-certificates"
 case "$set_name" in
   build) ;;
   # chromium + node run the browser test of /status (tests/browser); Debian's npm only when no npm
   # is there (a nodejs from nodesource bundles its own, and conflicts with Debian's npm)
-  test)  pkgs="$pkgs libcmocka-dev openssl redis-server chromium nodejs"
+  # python3: the docs' link check (tests/docs/check_links.py); node also runs tests/docs (npm ci);
+  # strace: test_journal's proof of the order of fdatasync and sends
+  test)  pkgs="$pkgs libcmocka-dev openssl redis-server chromium nodejs python3 strace"
          command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
   bench) pkgs="$pkgs libcmocka-dev openssl redis-server wrk nginx libnginx-mod-http-echo python3-aiohttp procps gnuplot-nox" ;;
   lint)  pkgs="$pkgs clang-format clang-tidy cppcheck" ;;

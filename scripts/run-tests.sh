@@ -4,6 +4,10 @@
 set -u
 b=$1; shift
 export CHECKOUTD_BIN="$PWD/$b/checkoutd"
+export CHECKOUTD_FAULTS_BIN="$PWD/$b/checkoutd-faults"
+# v1.3: a daemon started without its own journal path (proc_start_checkoutd gives each one its
+# own) and --check-config runs never touch /var/lib
+export CHECKOUTD_JOURNAL_PATH="${CHECKOUTD_JOURNAL_PATH:-/tmp/checkoutd-tests-$$/journal.db}"
 export FAKE_UPSTREAMS_BIN="$PWD/$b/fake-upstreams"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"

@@ -6,24 +6,31 @@
  *   claim    co_launch: a keyed checkout claims its key first (it kept its request instead of
  *            building its calls); on_claimed answers a replay, 409, 422 or 503 at once, with no
  *            task group and no upstream call, or builds the calls and goes on
+ *   journal  journal_begin (v1.3, a config with compensate): the checkout's record is handed to
+ *            the journal; on_begun fans out once it is durable, or answers 503
+ *            journal_unavailable with nothing sent
  *   fan out  fan_out: submit the calls as one task group; the loop starts every call at once
  *   first failure, cancel
  *            tg: the first failure aborts every call still running (its connection closes), the
  *            deadline turns what still runs into timeouts
  *   answer   on_group_done (loop thread): eg_build turns the group into 200 or the error group,
  *            reply() hands it to the server, which resumes the client's connection
+ *            (v1.3: a journaled 200 waits in on_accepted for its "accepted" record)
  *   settle   settle_claim (in finish): a keyed checkout's final answer (200, 422) is stored, any
- *            other releases its claim, so that a retry runs again. */
+ *            other releases its claim, so that a retry runs again
+ *   compensate  what took effect in a failed checkout is undone after the answer (service/undo,
+ *            lib/comp_run); a journaled checkout's plan is queued to the journal first. */
 #include "checkout.h"
 
 #include "comp.h"
 #include "eg.h"
 #include "jlog.h"
 #include "jspan.h"
+#include "trace.h"
+#include "undo.h"
 #include "utf8.h"
 
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,11 +68,9 @@ struct co_checkout {
     char *idempotency_key; /* the client's, when some validation has compensate */
     char *traceparent;     /* the client's, when some validation has compensate */
     co_undo *undo;         /* [nvalidations] when some validation has compensate, else NULL */
+    int64_t jid;           /* v1.3: its journal record, 0 when not journaled (or not written) */
+    co_answer *held;       /* v1.3: a 200 waiting for its "accepted" record to be durable */
 };
-
-static void comp_started(void *arg, const comp_task *t);
-static void comp_request(void *arg, const comp_task *t, tg_kind kind);
-static void comp_ended(void *arg, const comp_task *t, int done);
 
 void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t nloops, mx *metrics)
 {
@@ -94,8 +99,7 @@ void co_service_init(co_service *s, const cfg *c, tg_loop *const *loops, size_t 
     mx_set_breakers(metrics, s->breaker, c->nvalidations);
     for (size_t i = 0; i < c->nvalidations; i++)
         s->has_comp |= c->validations[i].compensate.url != NULL;
-    s->comp_events = (comp_observer){
-        .started = comp_started, .request = comp_request, .ended = comp_ended, .arg = s};
+    s->comp_events = undo_observer(s);
     atomic_init(&s->inflight, 0);
     clock_gettime(CLOCK_MONOTONIC, &s->started);
 }
@@ -249,13 +253,11 @@ static char *upstream_body(const cfg_validation *v, json_t *order, const jspan_m
     return body;
 }
 
-#define CO_COMMON_HEADERS 4 /* Content-Type, X-Request-Id, Idempotency-Key, traceparent */
-
 /* The header lines of validation v's request: the checkout's own (common, NULL-ended), then v's
  * configured ones, made "Name: value" lines by cfg at start (none is a name set here). Without
  * configured headers, common itself: the default path costs nothing more. */
-static const char *const *call_headers(const cfg_validation *v, const char *const common[],
-                                       const char *out[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1])
+const char *const *co_call_headers(const cfg_validation *v, const char *const common[],
+                                   const char *out[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1])
 {
     size_t n = 0;
     if (v->nheaders == 0)
@@ -308,7 +310,7 @@ static int build_calls(const co_service *s, co_checkout *c, json_t *order, const
             goto fail;
         }
         const char *lines[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1];
-        if (tg_call_set(c->group, i, v->url, body, len, call_headers(v, headers, lines),
+        if (tg_call_set(c->group, i, v->url, body, len, co_call_headers(v, headers, lines),
                         v->timeout_ms) != 0) {
             free(body);
             goto fail;
@@ -422,6 +424,9 @@ static void checkout_free(co_checkout *c)
         for (size_t i = 0; i < c->service->cfg->nvalidations; i++)
             free(c->undo[i].body);
     free(c->undo);
+    if (c->held != NULL)
+        free(c->held->body);
+    free(c->held);
     free(c->idempotency_key);
     free(c->traceparent);
     free(c);
@@ -571,7 +576,65 @@ static void fan_out(co_service *s, co_checkout *c, size_t loop)
     if (s->nloops > 0 && tg_submit(s->loops[loop % s->nloops], c->group) == 0)
         return;
     co_answer a = {0};
+    if (c->jid != 0) /* its record is durable and nothing was sent: an empty plan ends it */
+        jr_plan(s->journal, c->jid, NULL, 0, 0, NULL, 0);
     co_error_answer(&a, 503, "shutting_down", "the service is shutting down");
+    finish(c, &a);
+}
+
+/* ---- journal begin (v1.3): the record is durable before the first upstream request --------- */
+
+static void on_begun(void *arg, int status);
+
+/* A journaled checkout hands its record to the journal and fans out in on_begun, once it is on
+ * disk; any other fans out at once (the v1.2 path: one pointer test). A journal that cannot
+ * write answers 503 at once, nothing sent upstream (fail closed). */
+static void journal_begin(co_service *s, co_checkout *c, size_t loop)
+{
+    jr_field f[CFG_MAX_VALIDATIONS];
+    char fp[2 * IDEM_FP_LEN + 1];
+    size_t n = 0;
+    if (s->journal == NULL) {
+        fan_out(s, c, loop);
+        return;
+    }
+    c->worker = s->nloops > 0 ? loop % s->nloops : 0;
+    for (size_t i = 0; i < s->cfg->nvalidations; i++) {
+        const co_undo *u = &c->undo[i];
+        if (u->body != NULL) /* the validations with compensate: what their undo body needs */
+            f[n++] = (jr_field){s->names[i], u->body + u->key_at, u->key_len, u->body + u->value_at,
+                                u->value_len};
+    }
+    if (c->claimed)
+        idem_hex(c->claim.fp, IDEM_FP_LEN, fp);
+    jr_begin_info b = {.request_id = c->request_id,
+                       .order_id = c->order_id,
+                       .idem_key = c->idempotency_key,
+                       .idem_token = c->claimed && c->claim.token[0] ? c->claim.token : NULL,
+                       .idem_fp = c->claimed ? fp : NULL,
+                       .nfields = n,
+                       .fields = f};
+    if (jr_healthy(s->journal) && (c->jid = jr_begin(s->journal, &b, c->worker, on_begun, c)) > 0)
+        return;
+    on_begun(c, JR_FAILED);
+}
+
+/* The begin record is durable (status 0): fan out. Else answer 503 without any upstream call. */
+static void on_begun(void *arg, int status)
+{
+    co_checkout *c = arg;
+    co_answer a = {0};
+    if (status == 0) {
+        fan_out(c->service, c, c->worker);
+        return;
+    }
+    c->jid = 0; /* nothing was written */
+    co_error_answer(&a, 503, "journal_unavailable",
+                    "the journal cannot write (disk full or I/O error); nothing was sent "
+                    "upstream; retry");
+    a.retry_after = 1;
+    mx_checkout(c->service->metrics, mx_outcome_from_code(a.code), 0);
+    a.elapsed_ms = ms_since(&c->accepted);
     finish(c, &a);
 }
 
@@ -588,7 +651,7 @@ static void on_claimed(idem_claim *cl, void *arg)
         c->claimed = 1;
         if (build_group(s, c, c->kept_order, &c->kept) == 0) {
             drop_kept(c);
-            fan_out(s, c, cl->worker);
+            journal_begin(s, c, cl->worker);
             return;
         }
         co_error_answer(&a, 500, "internal", "out of memory"); /* releases the claim */
@@ -629,7 +692,7 @@ void co_launch(co_service *s, co_checkout *c, size_t loop)
         idem_claim_key(s->idem, &c->claim, on_claimed, c);
         return;
     }
-    fan_out(s, c, loop);
+    journal_begin(s, c, loop);
 }
 
 void co_idem_log(const char *event, const char *detail)
@@ -666,68 +729,6 @@ static void record(co_service *s, const co_checkout *c, const tg_group *g, const
                                         : WIN_FAILED);
 }
 
-/* ---- the trace member (only for a traced checkout: none of this runs otherwise) ------------- */
-
-static json_t *ms3(double ms)
-{
-    return json_real(round(ms * 1000.0) / 1000.0); /* libcurl's times are in microseconds */
-}
-
-static const char *attempt_outcome(const tg_attempt *t)
-{
-    if (t->state == TG_CANCELLED)
-        return "cancelled";
-    return t->state == TG_OK ? "ok" : tg_kind_name(t->kind);
-}
-
-/* {"validations": {"<name>": {"attempts": [{...}, ...]}, ...}}: no header, URL or body in it. */
-static json_t *trace_member(const co_service *s, const tg_group *g)
-{
-    json_t *vals = json_object();
-    for (size_t i = 0; vals != NULL && i < tg_group_size(g); i++) {
-        const tg_attempt *at = NULL;
-        size_t n = tg_call_attempts(g, i, &at);
-        json_t *list = json_array();
-        for (size_t k = 0; list != NULL && k < n; k++) {
-            const tg_attempt *t = &at[k];
-            json_t *status = t->http_status > 0 ? json_integer(t->http_status) : json_null();
-            json_array_append_new(
-                list, json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:s}", "start_ms",
-                                ms3(t->start_ms), "dns_ms", ms3(t->dns_ms), "connect_ms",
-                                ms3(t->connect_ms), "tls_ms", ms3(t->tls_ms), "first_byte_ms",
-                                ms3(t->first_byte_ms), "total_ms", ms3(t->total_ms), "reused",
-                                t->reused, "http_status", status, "outcome", attempt_outcome(t)));
-        }
-        json_object_set_new(vals, s->names[i], json_pack("{s:o}", "attempts", list));
-    }
-    return json_pack("{s:o}", "validations", vals);
-}
-
-/* Appends ,"trace":{...} inside the answer's outer object. Left as it is when out of memory. */
-static void add_trace(const co_service *s, const tg_group *g, co_answer *a)
-{
-    json_t *t = trace_member(s, g);
-    char *text = t ? json_dumps(t, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
-    json_decref(t);
-    if (text == NULL || a->body == NULL || a->body_len < 2 || a->body[a->body_len - 1] != '}') {
-        free(text);
-        return;
-    }
-    static const char key[] = ",\"trace\":";
-    size_t tlen = strlen(text), len = a->body_len - 1 + sizeof(key) - 1 + tlen + 1;
-    char *body = realloc(a->body, len + 1);
-    if (body != NULL) {
-        char *p = body + a->body_len - 1; /* over the closing brace */
-        memcpy(p, key, sizeof(key) - 1);
-        memcpy(p + sizeof(key) - 1, text, tlen);
-        body[len - 1] = '}';
-        body[len] = '\0';
-        a->body = body;
-        a->body_len = len;
-    }
-    free(text);
-}
-
 /* Copies what the log line needs out of the group: the group is freed before the line is written.
  */
 static void keep_outcomes(const tg_group *g, co_answer *a)
@@ -758,7 +759,7 @@ void co_log(const co_service *s, const co_answer *a)
                   a->elapsed_ms, v, a->noutcomes);
 }
 
-/* ---- compensation (v1.2): the decision here, the mechanism in lib/comp_run ---------------- */
+/* ---- compensation (v1.2): the decision here, the mechanism in lib/comp_run (service/undo) -- */
 
 /* Which validations of a finished group are undone: bit i for validation i. None when the checkout
  * succeeded; else every one that has compensate and may have taken effect (lib/comp). */
@@ -775,47 +776,26 @@ static uint64_t to_compensate(const co_service *s, const tg_group *g)
     return bits;
 }
 
-/* Starts the undo step of validation i: its body, its headers, a task on the checkout's loop. */
+/* Starts the undo step of validation i of a failed checkout. */
 static void compensate_one(co_checkout *c, const tg_group *g, size_t i)
 {
-    co_service *s = c->service;
-    const cfg_validation *v = &s->cfg->validations[i];
     const co_undo *u = &c->undo[i];
     const tg_result *r = tg_group_result(g, i);
-    char key[600], h_key[640], h_id[CO_ID_MAX + 32], h_trace[600];
-    size_t len = 0;
     const char *result = r->state == TG_OK ? r->raw : NULL;
-    size_t id_at = sizeof "{\"order_id\":" - 1;
-    char *body =
-        comp_body(u->body + id_at, u->key_at - 1 - id_at, v->name, u->body + u->key_at, u->key_len,
-                  u->body + u->value_at, u->value_len, result, result ? r->raw_len : 0, &len);
-    const char *common[] = {"Content-Type: application/json", h_id, h_key, NULL, NULL};
-    const char *lines[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1];
-    const tg_tls tls = {v->tls.ca_file, v->tls.cert_file, v->tls.key_file};
-    snprintf(h_id, sizeof h_id, "X-Request-Id: %s", c->request_id);
-    comp_idempotency_key(c->idempotency_key, c->request_id, v->name, key, sizeof key);
-    snprintf(h_key, sizeof h_key, "Idempotency-Key: %s", key);
-    if (c->traceparent != NULL) { /* the undo belongs to the checkout's trace */
-        snprintf(h_trace, sizeof h_trace, "traceparent: %.512s", c->traceparent);
-        common[3] = h_trace;
-    }
-    comp_spec spec = {.loop = s->loops[c->worker],
-                      .validation = i,
-                      .name = v->name,
-                      .c = &v->compensate,
-                      .order_id = c->order_id,
-                      .request_id = c->request_id,
-                      .has_result = result != NULL,
-                      .body = body,
-                      .body_len = len,
-                      .headers = call_headers(v, common, lines), /* the validation's too */
-                      .tls = v->tls.ca_file != NULL || v->tls.cert_file != NULL ? &tls : NULL,
-                      .observer = &s->comp_events};
-    if (body == NULL || comp_run_start(&spec) != 0)
-        jlog_event(JLOG_ERROR, "compensation_failed",
-                   json_pack("{s:s, s:s, s:s, s:i, s:s}", "request_id", c->request_id, "order_id",
-                             c->order_id, "validation", v->name, "attempts", 0, "last_outcome",
-                             "not started"));
+    undo_job job = {.worker = c->worker,
+                    .validation = i,
+                    .order_id = c->order_id,
+                    .request_id = c->request_id,
+                    .idem_key = c->idempotency_key,
+                    .traceparent = c->traceparent,
+                    .key_json = u->body + u->key_at,
+                    .key_len = u->key_len,
+                    .value_json = u->body + u->value_at,
+                    .value_len = u->value_len,
+                    .result = result,
+                    .result_len = result ? r->raw_len : 0,
+                    .journal_id = c->jid};
+    undo_start(c->service, &job);
 }
 
 static void compensate(co_checkout *c, const tg_group *g, uint64_t which)
@@ -825,37 +805,82 @@ static void compensate(co_checkout *c, const tg_group *g, uint64_t which)
             compensate_one(c, g, i);
 }
 
-static void comp_started(void *arg, const comp_task *t)
+/* ---- journal end (v1.3) -------------------------------------------------------------------- */
+
+static void on_accepted(void *arg, int status);
+
+/* The validations with compensate: what a 200 whose record could not be written undoes. */
+static uint64_t with_compensate(const co_service *s)
 {
-    co_service *s = arg;
-    mx_comp_started(s->metrics);
-    jlog_event(JLOG_INFO, "compensation_started",
-               json_pack("{s:s, s:s, s:s, s:b}", "request_id", comp_task_request_id(t), "order_id",
-                         comp_task_order_id(t), "validation", comp_task_name(t), "cancelled",
-                         !comp_task_has_result(t)));
+    uint64_t bits = 0;
+    for (size_t i = 0; i < s->cfg->nvalidations; i++)
+        if (s->cfg->validations[i].compensate.url != NULL)
+            bits |= (uint64_t)1 << i;
+    return bits;
 }
 
-static void comp_request(void *arg, const comp_task *t, tg_kind kind)
+/* Queues the plan of what is undone (not awaited: the answer goes at once); an empty plan ends
+ * the record. A keyed checkout's stored answer goes with it, for a replay after a restart. */
+static void journal_plan(co_checkout *c, const tg_group *g, const co_answer *a, uint64_t undo)
 {
-    co_service *s = arg;
-    mx_comp_request(s->metrics, comp_task_validation(t), kind);
+    jr_step steps[CFG_MAX_VALIDATIONS];
+    size_t n = 0;
+    int keep = c->claimed && answer_is_final(a);
+    for (size_t i = 0; undo != 0 && i < tg_group_size(g); i++) {
+        if (!(undo >> i & 1u))
+            continue;
+        const tg_result *r = tg_group_result(g, i);
+        steps[n++] = (jr_step){c->service->names[i], r->state == TG_OK ? r->raw : NULL,
+                               r->state == TG_OK ? r->raw_len : 0};
+    }
+    jr_plan(c->service->journal, c->jid, steps, n, a->http_status, keep ? a->body : NULL,
+            a->body_len);
 }
 
-/* The fields of the reference peer's lines; never a header value or a body. */
-static void comp_ended(void *arg, const comp_task *t, int done)
+/* A journaled checkout's end: a 200 is held until "accepted" is durable (1: on_accepted answers);
+ * any other answer queues its plan and goes on (0). */
+static int journal_end(co_checkout *c, const tg_group *g, co_answer *a, uint64_t undo)
 {
-    co_service *s = arg;
-    mx_comp_ended(s->metrics, comp_task_validation(t), done);
-    json_t *status =
-        comp_task_last_status(t) > 0 ? json_integer(comp_task_last_status(t)) : json_null();
-    json_t *f = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "request_id", comp_task_request_id(t),
-                          "order_id", comp_task_order_id(t), "validation", comp_task_name(t),
-                          "attempts", (json_int_t)comp_task_attempts(t), "http_status", status,
-                          "elapsed_ms", eg_ms(comp_task_elapsed_ms(t)));
-    if (f != NULL && !done)
-        json_object_set_new(f, "last_outcome", json_string(comp_task_last(t)));
-    jlog_event(done ? JLOG_INFO : JLOG_ERROR, done ? "compensation_done" : "compensation_failed",
-               f);
+    if (a->http_status == 200) {
+        c->held = malloc(sizeof *c->held);
+        if (c->held != NULL) {
+            *c->held = *a;
+            if (jr_accepted(c->service->journal, c->jid, 200, c->claimed ? a->body : NULL,
+                            a->body_len, c->worker, on_accepted, c) == 0)
+                return 1;
+            free(c->held);
+            c->held = NULL;
+        }
+        free(a->body); /* out of memory: the 200 cannot be made durable, so it is not sent */
+        co_error_answer(a, 500, "internal", "out of memory");
+        undo = with_compensate(c->service);
+        a->compensating = __builtin_popcountll(undo);
+    }
+    journal_plan(c, g, a, undo);
+    return 0;
+}
+
+/* The "accepted" record is durable: the 200 goes. Else the 200 must not go (a kill now would
+ * compensate it at the next start): 503 journal_unavailable, and what took effect is undone. */
+static void on_accepted(void *arg, int status)
+{
+    co_checkout *c = arg;
+    co_answer *a = c->held;
+    uint64_t undo = 0;
+    c->held = NULL;
+    if (status != 0) {
+        free(a->body);
+        co_error_answer(a, 503, "journal_unavailable",
+                        "the journal cannot write (disk full or I/O error); retry");
+        a->retry_after = 1;
+        undo = with_compensate(c->service);
+        a->compensating = __builtin_popcountll(undo);
+        journal_plan(c, c->group, a, undo);
+    }
+    respond(c, a);
+    compensate(c, c->group, undo);
+    release(c);
+    free(a);
 }
 
 /* Runs on the loop thread: the group allocated its results here, and they are freed here too.
@@ -878,12 +903,14 @@ static void on_group_done(tg_group *g, void *user)
         co_error_answer(&a, 500, "internal", "out of memory while building the answer");
     }
     if (c->traced && a.http_status != 500)
-        add_trace(c->service, g, &a);
+        trace_add(c->service, g, &a);
     record(c->service, c, g, &a, elapsed_ms);
     a.elapsed_ms = elapsed_ms;
     memcpy(a.order_id, c->order_id, sizeof(a.order_id));
     keep_outcomes(g, &a);
     a.compensating = __builtin_popcountll(undo);
+    if (c->jid != 0 && journal_end(c, g, &a, undo))
+        return; /* a 200 waits for its record (on_accepted) */
     respond(c, &a);
     compensate(c, g, undo);
     release(c);

@@ -10,6 +10,7 @@
 #include "cfg.h"
 #include "idem.h"
 #include "comp_run.h"
+#include "jr.h"
 #include "metrics.h"
 #include "tg.h"
 #include "win.h"
@@ -44,6 +45,9 @@ typedef struct co_service {
      * keeps nothing for it); the observer logs and counts every compensation. */
     int has_comp;
     comp_observer comp_events;
+    /* v1.3 durable compensation: the journal (lib/jr) when the config journals, else NULL (the
+     * v1.2 path, no cost). Set after co_service_init, before the first checkout. */
+    jr *journal;
 } co_service;
 
 typedef struct co_request {
@@ -118,6 +122,12 @@ void co_discard(co_service *s, co_checkout *c);
 /* The checkout's JSON log line, from what the answer carries. Called by the server on its own
  * thread, once per answer, so that the cost of the line stays off the task-group loop thread. */
 void co_log(const co_service *s, const co_answer *a);
+
+#define CO_COMMON_HEADERS 4 /* Content-Type, X-Request-Id, Idempotency-Key, traceparent */
+/* The header lines of validation v's request: the checkout's own (common, NULL-ended), then v's
+ * configured ones; common itself when v has none. out is the room for both. */
+const char *const *co_call_headers(const cfg_validation *v, const char *const common[],
+                                   const char *out[CO_COMMON_HEADERS + CFG_MAX_HEADERS + 1]);
 
 /* The idem_log_fn of the stores: a warn line {"event": event, "detail": detail}. */
 void co_idem_log(const char *event, const char *detail);

@@ -56,6 +56,53 @@ static void append_conn(edge *e, edge_conn *c, edge_state s, long long due)
     l->tail = c;
 }
 
+/* The request list: appended with now + request_ms (never before its tail), so ordered like the
+ * others. */
+static void request_unlink(edge *e, edge_conn *c)
+{
+    if (!c->in_request)
+        return;
+    edge_list *l = &e->request;
+    if (c->rprev != NULL)
+        c->rprev->rnext = c->rnext;
+    else
+        l->head = c->rnext;
+    if (c->rnext != NULL)
+        c->rnext->rprev = c->rprev;
+    else
+        l->tail = c->rprev;
+    c->rprev = c->rnext = NULL;
+    c->in_request = 0;
+}
+
+static void request_append(edge *e, edge_conn *c, long long now)
+{
+    if (e->request_ms <= 0)
+        return;
+    request_unlink(e, c);
+    edge_list *l = &e->request;
+    c->in_request = 1;
+    c->request_due_ms = now + e->request_ms;
+    /* a turn's "now" may lag a clock read of the same turn by its duration: never before the tail,
+     * so the list stays ordered (such an entry gets at most that much longer) */
+    if (l->tail != NULL && l->tail->request_due_ms > c->request_due_ms)
+        c->request_due_ms = l->tail->request_due_ms;
+    c->rprev = l->tail;
+    c->rnext = NULL;
+    if (l->tail != NULL)
+        l->tail->rnext = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+void edge_set_request(edge *e, long request_ms, edge_expire_fn on_expire, void *arg)
+{
+    e->request_ms = request_ms;
+    e->on_expire = on_expire;
+    e->expire_arg = arg;
+}
+
 void edge_init(edge *e, long header_ms, long idle_ms, edge_ipcap *cap)
 {
     memset(e, 0, sizeof(*e));
@@ -199,6 +246,7 @@ long edge_ipcap_count(edge_ipcap *cap, const struct sockaddr *addr)
 static void shut(edge *e, edge_conn *c)
 {
     unlink_conn(e, c);
+    request_unlink(e, c);
     if (!c->closed_by_edge) {
         c->closed_by_edge = 1;
         e->closed++;
@@ -215,6 +263,7 @@ edge_conn *edge_open(edge *e, int fd, const struct sockaddr *addr, socklen_t add
     if (addr != NULL && addrlen <= sizeof(c->addr))
         memcpy(&c->addr, addr, addrlen);
     append_conn(e, c, EDGE_HEADERS, now + e->header_ms);
+    request_append(e, c, now);
     unsigned char key[16];
     if (e->cap != NULL && cap_key(addr, key) == 0) {
         int ok = cap_take(e->cap, key);
@@ -236,6 +285,7 @@ void edge_close(edge *e, edge_conn *c)
     if (c == NULL)
         return;
     unlink_conn(e, c);
+    request_unlink(e, c);
     unsigned char key[16];
     if (c->capped && cap_key((const struct sockaddr *)&c->addr, key) == 0)
         cap_release(e->cap, key);
@@ -244,22 +294,49 @@ void edge_close(edge *e, edge_conn *c)
 
 void edge_headers_done(edge *e, edge_conn *c)
 {
-    /* from idle too: a pipelined request is parsed before any sweep */
-    if (c != NULL && (c->state == EDGE_HEADERS || c->state == EDGE_IDLE))
+    if (c == NULL)
+        return;
+    /* from idle too: a pipelined request is parsed before any sweep; its request deadline
+     * starts now: the time of this loop turn's sweep (no clock read per request) */
+    if (c->state == EDGE_IDLE && !c->in_request)
+        request_append(e, c, e->now > 0 ? e->now : edge_now_ms());
+    if (c->state == EDGE_HEADERS || c->state == EDGE_IDLE)
         unlink_conn(e, c);
+}
+
+void edge_request_owner(edge_conn *c, void *owner)
+{
+    if (c != NULL)
+        c->owner = owner;
+}
+
+void edge_request_done(edge *e, edge_conn *c)
+{
+    if (c != NULL)
+        request_unlink(e, c);
+}
+
+void edge_shut(edge *e, edge_conn *c)
+{
+    if (c != NULL)
+        shut(e, c);
 }
 
 void edge_answered(edge *e, edge_conn *c, long long now)
 {
     if (c == NULL || c->closed_by_edge)
         return;
+    request_unlink(e, c);
     c->since_ms = now;
     append_conn(e, c, EDGE_IDLE, now + e->check_ms);
 }
 
 void edge_linger(edge *e, edge_conn *c, long long now)
 {
-    if (c != NULL && !c->closed_by_edge)
+    if (c == NULL)
+        return;
+    request_unlink(e, c);
+    if (!c->closed_by_edge)
         append_conn(e, c, EDGE_LINGER, now + EDGE_LINGER_MS);
 }
 
@@ -282,6 +359,7 @@ static void sweep_idle(edge *e, edge_conn *c, long long now)
         /* The next request began at most check_ms ago: its header deadline starts now, so it
          * gets between header_ms and header_ms + check_ms from its first byte. */
         append_conn(e, c, EDGE_HEADERS, now + e->header_ms);
+        request_append(e, c, now);
         return;
     }
     if (idle_for >= e->idle_ms) {
@@ -299,6 +377,9 @@ long edge_wait_ms(const edge *e, long long now)
         if (head != NULL && (next < 0 || head->due_ms < next))
             next = head->due_ms;
     }
+    const edge_conn *req = e->request.head;
+    if (req != NULL && (next < 0 || req->request_due_ms < next))
+        next = req->request_due_ms;
     if (next < 0)
         return -1;
     return next <= now ? 0 : (long)(next - now);
@@ -306,6 +387,7 @@ long edge_wait_ms(const edge *e, long long now)
 
 long edge_sweep(edge *e, long long now)
 {
+    e->now = now;
     /* idle first: what it moves to headers is due later, never in this sweep */
     static const edge_state order[] = {EDGE_IDLE, EDGE_HEADERS, EDGE_LINGER};
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
@@ -318,6 +400,13 @@ long edge_sweep(edge *e, long long now)
             else
                 shut(e, c);
         }
+    }
+    /* each pass unlinks the head: the loop ends */
+    while (e->request.head != NULL && e->request.head->request_due_ms <= now) {
+        edge_conn *c = e->request.head;
+        request_unlink(e, c);
+        if (c->owner == NULL || e->on_expire == NULL || !e->on_expire(e->expire_arg, c))
+            shut(e, c);
     }
     return edge_wait_ms(e, now);
 }

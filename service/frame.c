@@ -1,7 +1,8 @@
 /* frame — request framing checks (RFC 9112 §5, §6). See frame.h.
  *
  * What libmicrohttpd 0.9.75 refuses itself, before any handler runs, with its own HTML 400 and a
- * closed connection: a Content-Length that is not all digits ("+5", "0x5", "5, 5"), a header line
+ * closed connection: a Content-Length that is not all digits ("+5", "0x5", "5, 5": its broken
+ * double answer is replaced by our JSON one, see server.c answer_malformed_length), a header line
  * without a colon, a request line it cannot parse. MHD_OPTION_STRICT_FOR_CLIENT adds little: at 1
  * it requires Host and refuses spaces in the URI (which would refuse clients that work today); its
  * check of whitespace before a colon runs only at -1 (sic, connection.c). What it lets through,

@@ -8,6 +8,7 @@
 #include "checkout.h"
 #include "jlog.h"
 #include "metrics.h"
+#include "recover.h"
 #include "server.h"
 #include "tg.h"
 #include "win.h"
@@ -182,12 +183,55 @@ static int parse_args(int argc, char **argv, const char **config_path, int *chec
  * 100000 keys with answers of about 2.5 KiB each; beyond it the oldest answers go first. */
 #define CHECKOUTD_IDEM_MAX_BYTES ((size_t)256 << 20)
 
+/* The journal's log lines: its health changes (once per change) and lost records. */
+static void journal_log(const char *event, const char *detail)
+{
+    int up = strcmp(event, "journal_recovered") == 0;
+    jlog_event(up ? JLOG_INFO : JLOG_ERROR, event,
+               json_pack("{s:s}", "detail", detail ? detail : ""));
+}
+
+/* v1.3: the journal of the config (before the loops start), its records taken up (recovery) and
+ * its thread started; NULL with *ok 1 when checkouts do not journal, *ok 0 after a message. */
+static jr *journal_open(const cfg *c, co_service *s, tg_loop *const *loops, size_t nloops, int *ok)
+{
+    char err[600];
+    *ok = 1;
+    if (c->journal.off_given)
+        jlog_event(JLOG_WARN, "journal_off",
+                   json_pack("{s:s}", "detail",
+                             "journal.store is \"off\": a kill (kill -9, OOM, node loss) loses "
+                             "the undo steps pending and the checkouts in flight"));
+    if (!c->journal.on)
+        return NULL;
+    jr *j = jr_open(c->journal.path, loops, nloops, journal_log, err, sizeof err);
+    if (j == NULL) {
+        fprintf(stderr, "checkoutd: %s\n", err);
+        *ok = 0;
+        return NULL;
+    }
+    s->journal = j;
+    mx_set_journal(s->metrics, j);
+    long taken = recover_journal(s, c->idempotency.ttl_s, err, sizeof err);
+    if (taken < 0 || jr_start(j, c->idempotency.ttl_s) != 0) {
+        fprintf(stderr, "checkoutd: %s\n", taken < 0 ? err : "cannot start the journal thread");
+        *ok = 0;
+        return j; /* closed by the caller, after the loops */
+    }
+    jlog_event(JLOG_INFO, "journal_open",
+               json_pack("{s:s, s:I}", "path", c->journal.path, "recovered", (json_int_t)taken));
+    return j;
+}
+
 /* The Idempotency-Key store of the config (before the loops start); NULL with *ok 1 for "off",
  * *ok 0 after a message on failure. A claim expires after deadline_ms + 5 s (contract). */
 static idem_store *idem_open(const cfg *c, tg_loop *const *loops, size_t nloops, int *ok)
 {
     const cfg_idempotency *ic = &c->idempotency;
-    long claim_ms = c->deadline_ms + 5000, ttl_ms = ic->ttl_s * 1000;
+    long ttl_ms = ic->ttl_s * 1000;
+    /* v1.3: a journaled checkout's claim lasts ttl_s: until the next start's recovery replaces it,
+     * retries get 409 (a crashed replica's checkout is never run again while it is undone) */
+    long claim_ms = c->journal.on ? ttl_ms : c->deadline_ms + 5000;
     char err[300] = "out of memory";
     idem_store *s = NULL;
     *ok = 1;
@@ -232,10 +276,12 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* every thread started below inherits the mask */
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a journal past RLIMIT_FSIZE: a failed write (503), not a death */
     jlog_init(STDERR_FILENO, level);
 
     int rc = 1;
     co_service checkout = {0};
+    jr *journal = NULL;
     srv *server = NULL;
     const char *names[CFG_MAX_VALIDATIONS];
     for (size_t i = 0; i < c.nvalidations; i++)
@@ -265,6 +311,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "checkoutd: %s\n", err);
         goto out;
     }
+    /* Recovery before any loop runs: no request is accepted before its keys' answers are back. */
+    journal = journal_open(&c, &checkout, loops, nloops, &loops_ok);
+    if (!loops_ok)
+        goto out;
     for (size_t i = 0; loops_ok && i < nloops; i++)
         loops_ok = tg_loop_start(loops[i]) == 0;
     if (!loops_ok) {
@@ -274,6 +324,11 @@ int main(int argc, char **argv)
     /* Only now, with every worker running: tests and scripts take this line as "ready". */
     printf(strchr(c.listen_host, ':') ? "listening on [%s]:%d\n" : "listening on %s:%d\n",
            c.listen_host, srv_port(server));
+    /* after the line above: tests and scripts take the first "listening on" as listen's */
+    if (c.admin_host != NULL)
+        printf(strchr(c.admin_host, ':') ? "admin listening on [%s]:%d\n"
+                                         : "admin listening on %s:%d\n",
+               c.admin_host, srv_admin_port(server));
     fflush(stdout);
     log_start(&c, srv_port(server));
 
@@ -288,6 +343,11 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     stop_loops(loops, nloops);
+    /* the admin listener's own thread reads the store and the windows: it stops before they go */
+    srv_stop_admin(server);
+    /* After the loops (nothing journals any more), before srv_stop (a record's answer may still
+     * go to its connection): what was queued is written. */
+    jr_close(journal);
     /* Before srv_stop: a claim still waiting for Redis is answered (503) on this thread, and its
      * connection must still exist; after the loops: nothing else drives the store any more. */
     idem_free(checkout.idem);

@@ -6,6 +6,8 @@
  * and derives _count from them. */
 #include "metrics.h"
 
+#include "jr.h"
+
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,6 +50,8 @@ static const char *const outcome_names[MX_OUTCOMES] = {"accepted",
                                                        "idempotency_in_progress",
                                                        "idempotency_key_reused",
                                                        "idempotency_unavailable",
+                                                       "request_timeout",
+                                                       "journal_unavailable",
                                                        "internal"};
 static const char *const idem_names[MX_IDEM_RESULTS] = {"new", "replayed", "in_progress",
                                                         "mismatch", "unavailable"};
@@ -66,7 +70,8 @@ typedef struct mx_validation {
     /* v1.2 compensation: undo requests by outcome (ok or the kind), ends by done/given up */
     atomic_ullong comp_requests[MX_KINDS];
     atomic_ullong comp_done, comp_given_up;
-    breaker *breaker; /* NULL: none (the circuit is always closed) */
+    atomic_ullong comp_recovered; /* v1.3 */
+    breaker *breaker;             /* NULL: none (the circuit is always closed) */
     mx_hist latency;
 } mx_validation;
 
@@ -79,6 +84,7 @@ struct mx {
     atomic_long comp_pending;
     size_t nvalidations;
     mx_validation *v;
+    const jr *journal; /* v1.3: NULL when checkouts do not journal */
 };
 
 mx_outcome mx_outcome_from_code(const char *code)
@@ -468,6 +474,60 @@ void mx_comp_ended(mx *m, size_t validation, int done)
     add(done ? &m->v[validation].comp_done : &m->v[validation].comp_given_up);
 }
 
+void mx_comp_recovered(mx *m, size_t validation)
+{
+    if (m != NULL && validation < m->nvalidations)
+        add(&m->v[validation].comp_recovered);
+}
+
+void mx_set_journal(mx *m, const jr *journal)
+{
+    if (m != NULL)
+        m->journal = journal;
+}
+
+/* v1.3 durable compensation: only when the config journals (and the recovered counter then). */
+static void render_journal(text *t, const mx *m)
+{
+    jr_stats st;
+    if (m->journal == NULL)
+        return;
+    jr_get_stats(m->journal, &st);
+    family(t, "checkoutd_compensations_recovered_total", "counter",
+           "Undo steps taken up from the journal at start (a previous process was killed or "
+           "stopped before they ended).");
+    for (size_t i = 0; i < m->nvalidations; i++)
+        put(t, "checkoutd_compensations_recovered_total{validation=\"%s\"} %llu\n", m->v[i].label,
+            load(&m->v[i].comp_recovered));
+    family(t, "checkoutd_journal_commits_total", "counter",
+           "Journal transactions committed (each one fsync: a group commit).");
+    put(t, "checkoutd_journal_commits_total %ld\n", st.commits);
+    family(t, "checkoutd_journal_records_per_commit", "histogram",
+           "Records written by one journal commit.");
+    for (int b = 0; b < JR_RPC_BUCKETS - 1; b++)
+        put(t, "checkoutd_journal_records_per_commit_bucket{le=\"%g\"} %ld\n", jr_rpc_bounds[b],
+            st.rpc[b]);
+    put(t, "checkoutd_journal_records_per_commit_bucket{le=\"+Inf\"} %ld\n",
+        st.rpc[JR_RPC_BUCKETS - 1]);
+    put(t, "checkoutd_journal_records_per_commit_sum %ld\n", st.records);
+    put(t, "checkoutd_journal_records_per_commit_count %ld\n", st.commits);
+    family(t, "checkoutd_journal_commit_seconds", "histogram",
+           "Time of one journal commit (its statements and its fsync).");
+    for (int b = 0; b < JR_SEC_BUCKETS - 1; b++)
+        put(t, "checkoutd_journal_commit_seconds_bucket{le=\"%g\"} %ld\n", jr_sec_bounds[b],
+            st.sec[b]);
+    put(t, "checkoutd_journal_commit_seconds_bucket{le=\"+Inf\"} %ld\n",
+        st.sec[JR_SEC_BUCKETS - 1]);
+    put(t, "checkoutd_journal_commit_seconds_sum %.6f\n", st.seconds_sum);
+    put(t, "checkoutd_journal_commit_seconds_count %ld\n", st.commits);
+    family(t, "checkoutd_journal_pending_records", "gauge",
+           "Journal records queued and not yet committed.");
+    put(t, "checkoutd_journal_pending_records %ld\n", st.pending);
+    family(t, "checkoutd_journal_up", "gauge",
+           "1 while the journal's last write succeeded, 0 while it cannot write.");
+    put(t, "checkoutd_journal_up %d\n", st.healthy);
+}
+
 static void render_gauges(text *t, const mx *m)
 {
     family(t, "checkoutd_inflight_checkouts", "gauge",
@@ -489,6 +549,7 @@ char *mx_render(const mx *m, size_t *len)
     render_upstreams(&t, m);
     render_resilience(&t, m);
     render_compensation(&t, m);
+    render_journal(&t, m);
     render_gauges(&t, m);
     if (t.failed)
         goto fail;

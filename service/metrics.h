@@ -37,6 +37,8 @@ typedef enum mx_outcome {
     MX_IDEMPOTENCY_IN_PROGRESS,
     MX_IDEMPOTENCY_KEY_REUSED,
     MX_IDEMPOTENCY_UNAVAILABLE,
+    MX_REQUEST_TIMEOUT, /* v1.3 request_timeout_ms: 408 */
+    MX_JOURNAL_UNAVAILABLE,
     MX_INTERNAL,
     MX_OUTCOMES /* count, not an outcome */
 } mx_outcome;
@@ -87,6 +89,12 @@ unsigned long long mx_hedges(const mx *m, size_t validation);
 void mx_comp_request(mx *m, size_t validation, tg_kind kind);
 void mx_comp_started(mx *m);
 void mx_comp_ended(mx *m, size_t validation, int done);
+/* v1.3: an undo step of validation taken up from the journal at start
+ * (checkoutd_compensations_recovered_total); the journal whose commits /metrics shows (NULL: none;
+ * set once, before any render). */
+void mx_comp_recovered(mx *m, size_t validation);
+struct jr;
+void mx_set_journal(mx *m, const struct jr *journal);
 /* Gauges: add delta (+1 on start, -1 on end). */
 void mx_inflight(mx *m, long delta);    /* checkoutd_inflight_checkouts */
 void mx_connections(mx *m, long delta); /* checkoutd_open_connections */

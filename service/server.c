@@ -14,9 +14,12 @@
  * before co_launch, so a fast reply cannot be lost. */
 #include "server.h"
 
+#include "admin.h"
+#include "clen.h"
 #include "edge.h"
 #include "frame.h"
 #include "jlog.h"
+#include "listen_tls.h"
 #include "metrics.h"
 #include "status.h"
 
@@ -57,6 +60,7 @@ typedef struct srv_worker {
     size_t index;
     int quiesced; /* touched by the thread that drives the daemon only */
     edge edge;    /* its connections' deadlines; touched by that thread only */
+    clen clen;    /* the malformed Content-Length's connection (clen.h); that thread only */
 } srv_worker;
 
 struct srv {
@@ -64,7 +68,10 @@ struct srv {
     size_t nworkers;
     const cfg *cfg;
     co_service *checkout;
-    edge_ipcap *cap; /* max_connections_per_ip, or NULL */
+    edge_ipcap *cap;    /* max_connections_per_ip, or NULL */
+    int tls;            /* listen speaks HTTPS: never write on a client's socket ourselves */
+    adm *admin;         /* admin_listen's daemon, or NULL */
+    lt_files tls_files; /* tls: the PEM texts the daemons use (kept until they stop) */
     int port;
     atomic_int draining;
     atomic_long pending; /* launched checkouts whose request has not completed */
@@ -228,64 +235,6 @@ static enum MHD_Result send_error(srv_request *req, int status, const char *code
     return send_decided(req, allow);
 }
 
-static enum MHD_Result send_static(struct MHD_Connection *conn, int status, const char *json)
-{
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(json), (void *)json, MHD_RESPMEM_PERSISTENT);
-    if (r == NULL)
-        return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ok;
-}
-
-/* GET /metrics: rendered per scrape, O(series). */
-static enum MHD_Result send_metrics(struct MHD_Connection *conn, const mx *metrics)
-{
-    size_t len = 0;
-    char *text = mx_render(metrics, &len);
-    if (text == NULL)
-        return MHD_NO;
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-    if (r == NULL) {
-        free(text);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
-    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ok;
-}
-
-/* ---- GET /status and /status.json: built by service/status.c, sent here -------------------- */
-
-static enum MHD_Result send_status(struct MHD_Connection *conn, srv *s, int page)
-{
-    struct MHD_Response *r;
-    if (page) {
-        size_t len = 0;
-        const char *html = st_page(&len);
-        r = MHD_create_response_from_buffer(len, (void *)html, MHD_RESPMEM_PERSISTENT);
-    } else {
-        size_t len = 0;
-        char *text = st_json(s->checkout, atomic_load(&s->draining), win_now(), &len);
-        if (text == NULL)
-            return MHD_NO;
-        r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-        if (r == NULL)
-            free(text);
-    }
-    if (r == NULL)
-        return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            page ? "text/html; charset=utf-8" : "application/json");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ok;
-}
-
 /* application/json, with or without parameters ("; charset=utf-8"), any letter case. */
 static int is_json_content_type(const char *ct)
 {
@@ -357,6 +306,9 @@ static enum MHD_Result route_first(srv *s, srv_request *req, struct MHD_Connecti
         probe = ROUTE_STATUS;
     else if (strcmp(url, "/status.json") == 0)
         probe = ROUTE_STATUS_JSON;
+    /* with admin_listen, the operator's pages are there only (health stays here too) */
+    if (probe >= ROUTE_METRICS && probe <= ROUTE_STATUS_JSON && s->cfg->admin_host != NULL)
+        probe = ROUTE_DONE;
     if (probe != ROUTE_DONE) {
         req->route = ROUTE_DONE;
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -434,16 +386,17 @@ static edge_conn *edge_of(struct MHD_Connection *conn)
     return i != NULL ? i->socket_context : NULL;
 }
 
-/* The body just passed max_body_bytes. libmicrohttpd 0.9.75 refuses to queue a response while it
- * reads a body (MHD_queue_response wants the state HEADERS_PROCESSED or FULL_REQ_RECEIVED, see
- * its connection.c), and MHD_NO from here closes the connection unanswered. So the 413 is written
- * here, on the connection's socket itself: nothing else is written on it while its body is read
- * (a 100 Continue went out before the body), and it is small enough for an empty socket buffer.
- * Then the write side is shut: the client reads the 413 and an end-of-file at once. What it still
- * sends is read and dropped for EDGE_LINGER_MS or SRV_LINGER_BYTES at most, then the connection
- * is closed (a lingering close, like nginx's: closing at once with unread bytes would answer them
- * with a reset, which can destroy the 413 before the client read it). Every other answer still
- * goes through libmicrohttpd; this one is counted and logged like them. */
+/* The body just passed max_body_bytes (under tls: closed unanswered, see below). libmicrohttpd
+ * 0.9.75 refuses to queue a response while it reads a body (MHD_queue_response wants the state
+ * HEADERS_PROCESSED or FULL_REQ_RECEIVED, see its connection.c), and MHD_NO from here closes the
+ * connection unanswered. So the 413 is written here, on the connection's socket itself: nothing
+ * else is written on it while its body is read (a 100 Continue went out before the body), and it is
+ * small enough for an empty socket buffer. Then the write side is shut: the client reads the 413
+ * and an end-of-file at once. What it still sends is read and dropped for EDGE_LINGER_MS or
+ * SRV_LINGER_BYTES at most, then the connection is closed (a lingering close, like nginx's: closing
+ * at once with unread bytes would answer them with a reset, which can destroy the 413 before the
+ * client read it). Every other answer still goes through libmicrohttpd; this one is counted and
+ * logged like them. */
 static enum MHD_Result answer_too_large(srv *s, srv_request *req)
 {
     co_answer *a = &req->answer;
@@ -457,7 +410,7 @@ static enum MHD_Result answer_too_large(srv *s, srv_request *req)
     req->discarded = 0;
     const union MHD_ConnectionInfo *fd =
         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (fd == NULL)
+    if (fd == NULL || s->tls) /* under TLS only the TLS library writes: closed unanswered */
         return MHD_NO;
     int ok = write_answer(fd->connect_fd, a);
     shutdown(fd->connect_fd, SHUT_WR);
@@ -465,6 +418,40 @@ static enum MHD_Result answer_too_large(srv *s, srv_request *req)
         return MHD_NO;
     edge_linger(&req->worker->edge, req->edge, edge_now_ms());
     return MHD_YES;
+}
+
+/* request_timeout_ms passed while the body was still coming (edge's sweep, on the worker's
+ * thread, before MHD_run): 408 request_timeout, written on the socket like the early 413 and for
+ * the same reason (libmicrohttpd 0.9.75 refuses to queue an answer while it reads a body), then
+ * the same lingering close. Under TLS nothing may be written beside the TLS library: the
+ * connection is shut unanswered (0). */
+static int answer_request_timeout(void *arg, edge_conn *ec)
+{
+    srv_worker *w = arg;
+    srv *s = w->server;
+    srv_request *req = ec->owner;
+    if (s->tls || req == NULL || req->route == ROUTE_DONE || req->route == ROUTE_LINGER ||
+        req->launched)
+        return 0;
+    co_answer *a = &req->answer;
+    char msg[96];
+    snprintf(msg, sizeof(msg), "the request did not arrive within %ld ms",
+             s->cfg->request_timeout_ms);
+    co_error_answer(a, 408, "request_timeout", msg);
+    memcpy(a->request_id, req->request_id, sizeof(req->request_id));
+    mx_checkout(s->checkout->metrics, mx_outcome_from_code(a->code), 0);
+    co_log(s->checkout, a);
+    req->route = ROUTE_LINGER;
+    req->discarded = 0;
+    free(req->body);
+    req->body = NULL;
+    req->body_len = req->body_cap = 0;
+    int ok = write_answer(ec->fd, a);
+    shutdown(ec->fd, SHUT_WR);
+    if (ok != 0)
+        return 0;
+    edge_linger(&w->edge, ec, edge_now_ms());
+    return 1;
 }
 
 static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Connection *conn)
@@ -501,29 +488,21 @@ static enum MHD_Result start_checkout(srv *s, srv_request *req, struct MHD_Conne
     return MHD_YES;
 }
 
-/* The last call of GET /healthz, /readyz, /metrics, /status or /status.json. */
+/* The last call of GET /healthz, /readyz, /metrics, /status or /status.json (service/admin.c
+ * builds the answers, for both listeners). */
 static enum MHD_Result answer_probe(srv *s, srv_request *req, struct MHD_Connection *conn)
 {
     route r = req->route;
     req->route = ROUTE_DONE;
-    switch (r) {
-    case ROUTE_HEALTHZ:
-        return send_static(conn, 200, "{\"status\":\"ok\"}");
-    case ROUTE_READYZ:
-        if (atomic_load(&s->draining))
-            return send_static(conn, 503, "{\"status\":\"draining\"}");
-        return send_static(conn, 200, "{\"status\":\"ok\"}");
-    case ROUTE_METRICS:
-        return send_metrics(conn, s->checkout->metrics);
-    case ROUTE_STATUS:
-    case ROUTE_STATUS_JSON:
-        return send_status(conn, s, r == ROUTE_STATUS);
-    case ROUTE_CHECKOUT:
-    case ROUTE_DONE:
-    case ROUTE_LINGER:
-        break;
-    }
-    return MHD_YES; /* answered already */
+    adm_page page = r == ROUTE_HEALTHZ       ? ADM_HEALTHZ
+                    : r == ROUTE_READYZ      ? ADM_READYZ
+                    : r == ROUTE_METRICS     ? ADM_METRICS
+                    : r == ROUTE_STATUS      ? ADM_STATUS
+                    : r == ROUTE_STATUS_JSON ? ADM_STATUS_JSON
+                                             : ADM_NONE;
+    if (page == ADM_NONE)
+        return MHD_YES; /* answered already */
+    return adm_answer_page(conn, page, s->checkout, atomic_load(&s->draining));
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -541,11 +520,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->worker = w;
         req->conn = conn;
         *con_cls = req;
+        clen_forget(&w->clen, conn);
         req->edge = edge_of(conn);
         edge_headers_done(&w->edge, req->edge);
+        edge_request_owner(req->edge, req);
         co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
                       req->request_id, sizeof(req->request_id));
-        return route_first(s, req, conn, url, method, version);
+        enum MHD_Result r = route_first(s, req, conn, url, method, version);
+        if (req->route == ROUTE_DONE) /* answered: libmicrohttpd sends it, not a 408 of ours */
+            edge_request_done(&w->edge, req->edge);
+        return r;
     }
     if (req->answered) {
         req->answered = 0;
@@ -560,6 +544,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return more ? MHD_YES : MHD_NO;
     }
+    if (*upload_data_size == 0) /* the whole request came: no request deadline any more */
+        edge_request_done(&w->edge, req->edge);
     if (req->route != ROUTE_CHECKOUT) {
         if (*upload_data_size > 0) {
             *upload_data_size = 0; /* an answer is queued already, or a probe: discard the body */
@@ -593,6 +579,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     /* If libmicrohttpd keeps the connection, the idle watch starts; if it closes it, its
      * NOTIFY_CONNECTION (CLOSED) follows at once and ends the watch. */
+    edge_request_owner(req->edge, NULL);
+    edge_request_done(&w->edge, req->edge);
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         edge_answered(&w->edge, req->edge, edge_now_ms());
     /* The answer is ready but libmicrohttpd ends the request without sending it. It does so
@@ -607,7 +595,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req->answered) {
         const union MHD_ConnectionInfo *fd =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (fd != NULL && req->answer.body != NULL)
+        if (fd != NULL && req->answer.body != NULL && !s->tls)
             write_answer(fd->connect_fd, &req->answer);
         co_log(s->checkout, &req->answer);
     }
@@ -639,9 +627,16 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                                               : sizeof(struct sockaddr_in);
         if (fd != NULL)
             *socket_context = edge_open(&w->edge, fd->connect_fd, sa, salen, edge_now_ms());
+        if (s->tls_files.client_ca != NULL) { /* mTLS: before the handshake's first byte */
+            const union MHD_ConnectionInfo *tls =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+            if (tls != NULL)
+                lt_require_client_cert(tls->tls_session);
+        }
         return;
     }
     mx_connections(s->checkout->metrics, -1);
+    clen_forget(&w->clen, conn);
     edge_close(&w->edge, *socket_context);
     *socket_context = NULL;
 }
@@ -696,12 +691,58 @@ static long worker_timeout_ms(void *arg)
     return wait;
 }
 
+/* ---- a malformed Content-Length: one JSON answer instead of libmicrohttpd 0.9.75's two heads
+ * (service/clen.h says why and how the connection is found). Our answer is written on the socket
+ * and its write side shut: libmicrohttpd's own answer then fails to send (EPIPE) and it closes the
+ * connection. Under TLS no byte may be written beside the TLS library: shut down unanswered. */
+
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    srv_worker *w = cls;
+    (void)uri;
+    clen_line(&w->clen, conn);
+    return NULL; /* the request's context: on_request's first call sees NULL */
+}
+
+static void answer_malformed_length(srv_worker *w, struct MHD_Connection *conn, int too_large)
+{
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (fd == NULL)
+        return;
+    srv *s = w->server;
+    co_answer a = {0};
+    if (too_large) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "body is larger than %ld bytes", s->cfg->max_body_bytes);
+        co_error_answer(&a, 413, "body_too_large", msg);
+    } else {
+        co_error_answer(&a, 400, "invalid_request", "Content-Length is not a decimal number");
+    }
+    co_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"), a.request_id,
+                  sizeof(a.request_id));
+    mx_checkout(s->checkout->metrics, mx_outcome_from_code(a.code), 0);
+    co_log(s->checkout, &a);
+    if (s->tls) {
+        shutdown(fd->connect_fd, SHUT_RDWR);
+    } else {
+        write_answer(fd->connect_fd, &a);
+        shutdown(fd->connect_fd, SHUT_WR);
+    }
+    free(a.body);
+}
+
 /* libmicrohttpd's own messages (a client's malformed request, a connection it closes): one JSON
- * line each at debug level, so that every line on stderr stays JSON. */
+ * line each at debug level, so that every line on stderr stays JSON. Called on the thread that
+ * drives the worker's daemon (cls). */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    srv_worker *w = cls;
     char msg[512];
-    (void)cls;
+    int too_large = 0;
+    struct MHD_Connection *refused = w != NULL ? clen_refused(&w->clen, fmt, &too_large) : NULL;
+    if (refused != NULL)
+        answer_malformed_length(w, refused, too_large);
     if (!jlog_enabled(JLOG_DEBUG))
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -717,17 +758,31 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static struct MHD_Daemon *start_daemon(srv_worker *w, const struct sockaddr_storage *ss, int v6,
                                        unsigned connection_limit)
 {
-    unsigned idle_timeout_s = (unsigned)((w->server->cfg->idle_timeout_ms + 999) / 1000);
+    srv *s = w->server;
+    unsigned idle_timeout_s = (unsigned)((s->cfg->idle_timeout_ms + 999) / 1000);
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
+    /* tls: HTTPS only on listen (GnuTLS inside libmicrohttpd; the texts stay until srv_stop) */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_files.cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_files.key},
+        {s->tls_files.client_ca != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0,
+         s->tls_files.client_ca},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (s->tls)
+        flags |= MHD_USE_TLS;
+    else
+        tls[0].option = MHD_OPTION_END;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss,
         MHD_OPTION_CONNECTION_LIMIT, connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         idle_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)SRV_CONNECTION_MEMORY, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+        w, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        w, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
 }
 
 static void set_port(struct sockaddr_storage *ss, int v6, int port)
@@ -759,6 +814,11 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
         snprintf(err, errlen, "listen: cannot resolve \"%s\"", c->listen_host);
         goto fail;
     }
+    if (c->listen_tls.cert_file != NULL) {
+        if (lt_load(c, &s->tls_files, err, errlen) != 0)
+            goto fail;
+        s->tls = 1;
+    }
     if (nloops < 1 || nloops > SRV_MAX_WORKERS) {
         snprintf(err, errlen, "1 to %d loops are needed, not %zu", SRV_MAX_WORKERS, nloops);
         goto fail;
@@ -770,9 +830,18 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
         w->loop = loops[i];
         w->index = i;
         edge_init(&w->edge, c->header_timeout_ms, c->idle_timeout_ms, s->cap);
+        edge_set_request(&w->edge, c->request_timeout_ms, answer_request_timeout, w);
         /* The first daemon binds the configured port (0: any); the others join its port. */
         set_port(&ss, v6, s->port);
         w->daemon = start_daemon(w, &ss, v6, (unsigned)(SRV_CONNECTION_LIMIT / nloops));
+        if (w->daemon == NULL && s->tls) {
+            snprintf(err, errlen,
+                     "tls: cannot serve HTTPS on %s:%d with tls.cert_file \"%s\" and "
+                     "tls.key_file \"%s\" (not a PEM certificate and its key?), or the port is "
+                     "in use",
+                     c->listen_host, s->port, c->listen_tls.cert_file, c->listen_tls.key_file);
+            goto fail;
+        }
         if (w->daemon == NULL) {
             snprintf(err, errlen, "listen: cannot listen on %s:%d (in use, or not an address here)",
                      c->listen_host, s->port);
@@ -791,6 +860,9 @@ srv *srv_start(const cfg *c, co_service *checkout, tg_loop *const *loops, size_t
                         .arg = w};
         tg_loop_set_hook(w->loop, &hook);
     }
+    if (c->admin_host != NULL &&
+        (s->admin = adm_start(c, checkout, &s->draining, err, errlen)) == NULL)
+        goto fail;
     return s;
 fail:
     srv_stop(s);
@@ -800,6 +872,11 @@ fail:
 int srv_port(const srv *s)
 {
     return s->port;
+}
+
+int srv_admin_port(const srv *s)
+{
+    return s->admin != NULL ? adm_port(s->admin) : -1;
 }
 
 void srv_drain(srv *s)
@@ -824,12 +901,22 @@ void srv_serve_here(srv *s, int ms)
     }
 }
 
+void srv_stop_admin(srv *s)
+{
+    if (s == NULL)
+        return;
+    adm_stop(s->admin);
+    s->admin = NULL;
+}
+
 void srv_stop(srv *s)
 {
     if (s == NULL)
         return;
+    srv_stop_admin(s);
     for (size_t i = 0; i < s->nworkers; i++)
         MHD_stop_daemon(s->workers[i].daemon); /* closes its connections: edge_close for each */
+    lt_free(&s->tls_files);
     edge_ipcap_free(s->cap);
     free(s);
 }

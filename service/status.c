@@ -169,6 +169,26 @@ static json_t *idempotency(const co_service *s)
     return o;
 }
 
+/* v1.3: the journal (path, state, records queued, commits, the last commit's age), or NULL (JSON:
+ * absent) when checkouts do not journal. A path is not request data. */
+static json_t *journal(const co_service *s)
+{
+    jr_stats st;
+    struct timespec now;
+    if (s->journal == NULL)
+        return NULL;
+    jr_get_stats(s->journal, &st);
+    clock_gettime(CLOCK_REALTIME, &now);
+    double age = st.last_commit > 0 ? (double)now.tv_sec + now.tv_nsec / 1e9 - st.last_commit : -1;
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I}", "path", st.path, "state",
+                          st.healthy ? "up" : "unavailable", "pending", (json_int_t)st.pending,
+                          "commits", (json_int_t)st.commits, "records", (json_int_t)st.records);
+    if (o != NULL)
+        json_object_set_new(o, "last_commit_age_s",
+                            age >= 0 ? real3(round(age * 10) / 10) : json_null());
+    return o;
+}
+
 static json_t *build(const co_service *s, int draining, win_totals *const *per_sec,
                      const win_totals *t5, const win_totals *t10, const win_totals *t60)
 {
@@ -198,6 +218,11 @@ static json_t *build(const co_service *s, int draining, win_totals *const *per_s
         json_object_set_new(doc, "idempotency", idem);
     else
         json_decref(idem);
+    json_t *jo = journal(s);
+    if (doc != NULL && jo != NULL)
+        json_object_set_new(doc, "journal", jo);
+    else
+        json_decref(jo);
     return doc;
 }
 

@@ -559,6 +559,66 @@ static void test_listen_accepted(void **state)
     }
 }
 
+/* v1.3 edge keys: request_timeout_ms (default, range, variable), admin_listen (form, variable,
+ * not listen's own), top-level tls (files checked, both of cert and key, unknown keys, variables
+ * supply the block). */
+static void test_v13_edge_keys(void **state)
+{
+    static const env_var big_timeout[] = {{"CHECKOUTD_REQUEST_TIMEOUT_MS", "600001"}, {NULL, NULL}};
+    static const env_var any_admin[] = {{"CHECKOUTD_ADMIN_LISTEN", "0.0.0.0:0"}, {NULL, NULL}};
+    static const env_var empty_admin[] = {{"CHECKOUTD_ADMIN_LISTEN", ""}, {NULL, NULL}};
+    static const env_var key_only[] = {{"CHECKOUTD_TLS_KEY_FILE", "/no/such.key"}, {NULL, NULL}};
+    static const env_var missing[] = {{"CHECKOUTD_TLS_CERT_FILE", "/no/such.pem"},
+                                      {"CHECKOUTD_TLS_KEY_FILE", "/no/such.key"},
+                                      {NULL, NULL}};
+    char doc[512], cert[64], key[64];
+    cfg c;
+
+    (void)state;
+    expect_ok(&c, "{}", NULL);
+    assert_int_equal(c.request_timeout_ms, 30000);
+    assert_null(c.admin_host);
+    assert_null(c.listen_tls.cert_file);
+    cfg_free(&c);
+    expect_ok(&c, "{\"request_timeout_ms\": 100}", NULL);
+    assert_int_equal(c.request_timeout_ms, 100);
+    cfg_free(&c);
+    REFUSED("{\"request_timeout_ms\": 99}", NULL, "request_timeout_ms", "100..600000");
+    REFUSED("{}", big_timeout, "CHECKOUTD_REQUEST_TIMEOUT_MS", "100..600000");
+
+    expect_ok(&c, "{\"admin_listen\": \"[::1]:9090\"}", NULL);
+    assert_string_equal(c.admin_host, "::1");
+    assert_int_equal(c.admin_port, 9090);
+    cfg_free(&c);
+    expect_ok(&c, "{}", any_admin);
+    assert_string_equal(c.admin_host, "0.0.0.0");
+    cfg_free(&c);
+    REFUSED("{\"admin_listen\": 9090}", NULL, "admin_listen", "expected \"host:port\"");
+    REFUSED("{\"admin_listen\": \"h:99999\"}", NULL, "admin_listen", "got \"h:99999\"");
+    REFUSED("{\"listen\": \"127.0.0.1:8080\", \"admin_listen\": \"127.0.0.1:8080\"}", NULL,
+            "admin_listen: must differ from listen");
+    REFUSED("{}", empty_admin, "CHECKOUTD_ADMIN_LISTEN");
+
+    /* a readable file that is no certificate, then a path that does not exist */
+    write_temp(key, "not a key\n", 10);
+    write_temp(cert, "not a certificate\n", 18);
+    snprintf(doc, sizeof doc, "{\"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\"}}", cert,
+             key);
+    REFUSED(doc, NULL, "tls.cert_file", cert, "holds no PEM certificate");
+    snprintf(doc, sizeof doc, "{\"tls\": {\"cert_file\": \"%s\", \"key_file\": \"/no/such.key\"}}",
+             cert);
+    REFUSED(doc, NULL, "tls.");
+    snprintf(doc, sizeof doc, "{\"tls\": {\"cert_file\": \"%s\"}}", cert);
+    REFUSED(doc, NULL, "tls.key_file: missing", "CHECKOUTD_TLS_KEY_FILE");
+    snprintf(doc, sizeof doc, "{\"tls\": {\"cert\": \"%s\"}}", cert);
+    REFUSED(doc, NULL, "unknown key", "cert_file, key_file, client_ca_file");
+    REFUSED("{\"tls\": true}", NULL, "tls: expected an object");
+    REFUSED("{}", key_only, "tls.cert_file: missing");
+    REFUSED("{}", missing, "CHECKOUTD_TLS_CERT_FILE: cannot read \"/no/such.pem\"");
+    unlink(key);
+    unlink(cert);
+}
+
 static void test_listen_refused(void **state)
 {
     static const char *const bad[] = {
@@ -1168,6 +1228,7 @@ int main(void)
         cmocka_unit_test(test_validation_count),
         cmocka_unit_test(test_listen_accepted),
         cmocka_unit_test(test_listen_refused),
+        cmocka_unit_test(test_v13_edge_keys),
         cmocka_unit_test(test_source_prefix),
         cmocka_unit_test(test_duplicate_json_key),
         cmocka_unit_test(test_not_json),

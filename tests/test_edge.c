@@ -586,6 +586,7 @@ static void test_framing_rules(void **state)
         {"content-length +2", "Content-Length: +2\r\n", "{}", -1},
         {"content-length 0x2", "Content-Length: 0x2\r\n", "{}", -1},
         {"content-length 2, 2", "Content-Length: 2, 2\r\n", "{}", -1},
+        {"content-length  5", "Content-Length:  5 x\r\n", "{}", -1},
         {"two content-lengths", "Content-Length: 2\r\nContent-Length: 2\r\n", "{}", -1},
         {"content-length and chunked", "Transfer-Encoding: chunked\r\n", "0\r\n\r\n", 0},
         {"obs-fold", "X-Folded: a\r\n b\r\n", "", 0},
@@ -611,13 +612,16 @@ static void test_framing_rules(void **state)
         int closed = read_until_close(fd, reply, sizeof(reply), NULL, 3000);
         close(fd);
         int st = status_of(reply);
-        if (!closed || (st != 400 && st != 0) || count_status_lines(reply) > 2 ||
+        if (!closed || (st != 400 && st != 0) || count_status_lines(reply) > 1 ||
             strstr(reply, "HTTP/1.1 200") != NULL)
             fail_msg("%s: closed %d, answer: %.300s", cases[i].name, closed, reply);
-        /* our own 400s are JSON invalid_request; libmicrohttpd's (Content-Length) are HTML */
-        if (strstr(reply, "application/json") != NULL &&
-            strstr(reply, "\"invalid_request\"") == NULL)
+        /* every 400 is the contract's JSON invalid_request, also the malformed Content-Lengths
+         * that libmicrohttpd refuses itself (server.c, answer_malformed_length) */
+        if (st == 400 && (strstr(reply, "application/json") == NULL ||
+                          strstr(reply, "\"invalid_request\"") == NULL))
             fail_msg("%s: %.300s", cases[i].name, reply);
+        if (strstr(cases[i].name, "content-length ") == cases[i].name && st != 400)
+            fail_msg("%s: not answered 400: %.300s", cases[i].name, reply);
     }
     assert_int_equal(upstream_requests(), before);
 
@@ -634,6 +638,24 @@ static void test_framing_rules(void **state)
     assert_int_equal(count_status_lines(reply), 2);
     assert_non_null(strstr(strstr(reply, "HTTP/1.1 200") + 1, "HTTP/1.1 200"));
     assert_int_equal(upstream_requests(), before + 6);
+}
+
+/* A Content-Length libmicrohttpd cannot read as a 64-bit number: one JSON 413, then the close. */
+static void test_content_length_too_large(void **state)
+{
+    (void)state;
+    static const char req[] =
+        "POST /checkout HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 99999999999999999999999\r\n\r\n{}";
+    int fd = connect_port(w.main.port);
+    assert_true(fd >= 0);
+    assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(req) - 1));
+    char reply[8192];
+    int closed = read_until_close(fd, reply, sizeof(reply), NULL, 3000);
+    close(fd);
+    if (!closed || status_of(reply) != 413 || count_status_lines(reply) != 1 ||
+        strstr(reply, "\"body_too_large\"") == NULL)
+        fail_msg("closed %d, answer: %.300s", closed, reply);
 }
 
 /* ---- half-closed clients ----------------------------------------------------------------------
@@ -700,6 +722,73 @@ static void test_connections_per_ip_capped(void **state)
     assert_int_equal(stop_world(&capped), 0);
 }
 
+/* ---- the whole-request deadline (v1.3 request_timeout_ms) -----------------------------------
+ */
+
+/* A body trickled one byte every 500 ms with request_timeout_ms 2000: answered 408
+ * request_timeout and closed about 2 s after the request's first byte, not later than 4 s, while
+ * checkouts on other connections are answered meanwhile. A header trickled the same way (its
+ * header_timeout_ms is the default 10 s) is closed unanswered by the same deadline. Then the
+ * descriptors and the open-connections gauge are back to their baseline. */
+static void test_trickled_body_request_timeout(void **state)
+{
+    (void)state;
+    world slow = {0};
+    char *env[] = {"CHECKOUTD_REQUEST_TIMEOUT_MS=2000", NULL};
+    assert_int_equal(start_world(&slow, "slowpost", "\"idle_timeout_ms\": 30000, ", env), 0);
+    /* a real baseline: the warm-up scrape's own connection at least, and listening sockets */
+    assert_true(slow.base_open >= 1);
+    assert_true(slow.base_client_fds >= 1);
+    static const char head[] = "POST /checkout HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n";
+    static const char line[] = "POST /checkout HTTP/1.1\r\nHost: x\r\nX-Slow: a";
+    int body = connect_port(slow.port), header = connect_port(slow.port);
+    assert_true(body >= 0 && header >= 0);
+    double t0 = proc_now_ms();
+    assert_int_equal(send(body, head, sizeof(head) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(head) - 1);
+    assert_int_equal(send(header, line, sizeof(line) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(line) - 1);
+    char reply[4096];
+    size_t got = 0;
+    double body_closed = -1, header_closed = -1;
+    int answered = 0;
+    while ((body_closed < 0 || header_closed < 0) && proc_now_ms() - t0 < 6000) {
+        if (body_closed < 0) {
+            send(body, "{", 1, MSG_NOSIGNAL);
+            struct pollfd p = {.fd = body, .events = POLLIN};
+            if (poll(&p, 1, 0) > 0) { /* the answer: read it to the end of the connection */
+                assert_true(read_until_close(body, reply, sizeof(reply), &got, 3000));
+                body_closed = proc_now_ms() - t0;
+            }
+        }
+        if (header_closed < 0) {
+            send(header, "a", 1, MSG_NOSIGNAL);
+            struct pollfd p = {.fd = header, .events = POLLIN};
+            if (poll(&p, 1, 0) > 0) {
+                char none[256];
+                size_t n = 0;
+                assert_true(read_until_close(header, none, sizeof(none), &n, 3000));
+                assert_int_equal(n, 0); /* no answer before the header is complete */
+                header_closed = proc_now_ms() - t0;
+            }
+        }
+        assert_service_answers(slow.port); /* normal checkouts go on meanwhile */
+        answered++;
+        usleep(500 * 1000);
+    }
+    close(body);
+    close(header);
+    if (body_closed < 1500 || body_closed > 4000 || header_closed < 1500 || header_closed > 4000)
+        fail_msg("body closed after %.0f ms, header after %.0f ms (want about 2000)", body_closed,
+                 header_closed);
+    assert_int_equal(status_of(reply), 408);
+    assert_non_null(strstr(reply, "\"request_timeout\""));
+    assert_int_equal(count_status_lines(reply), 1);
+    assert_true(answered >= 3);
+    assert_true(metric(slow.port, "checkoutd_checkouts_total{outcome=\"request_timeout\"}") >= 1);
+    assert_baseline(&slow);
+    assert_int_equal(stop_world(&slow), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -709,8 +798,10 @@ int main(void)
         cmocka_unit_test_teardown(test_endless_chunked_body, check_baseline),
         cmocka_unit_test_teardown(test_oversized_bodies, check_baseline),
         cmocka_unit_test_teardown(test_framing_rules, check_baseline),
+        cmocka_unit_test_teardown(test_content_length_too_large, check_baseline),
         cmocka_unit_test_teardown(test_half_closed_client_answered, check_baseline),
         cmocka_unit_test_teardown(test_connections_per_ip_capped, check_baseline),
+        cmocka_unit_test_teardown(test_trickled_body_request_timeout, check_baseline),
     };
     return cmocka_run_group_tests_name("edge", tests, setup_all, teardown_all);
 }

@@ -194,12 +194,62 @@ static void test_cap_per_address(void **state)
     edge_ipcap_free(cap);
 }
 
+/* The whole-request deadline: from the opening, through the header and the body; a request with
+ * an owner goes to the expire callback, one without is shut; a finished request has none. */
+static int expired_calls;
+static int on_expire(void *arg, edge_conn *c)
+{
+    (void)arg;
+    (void)c;
+    expired_calls++;
+    return 0; /* shut it */
+}
+
+static void test_request_deadline(void **state)
+{
+    (void)state;
+    edge e;
+    edge_init(&e, 1000, 30000, NULL);
+    edge_set_request(&e, 300, on_expire, NULL);
+    int sv[3][2];
+    edge_conn *c[3];
+    for (int i = 0; i < 3; i++) {
+        pair(sv[i]);
+        c[i] = edge_open(&e, sv[i][0], NULL, 0, 10 * i);
+        assert_non_null(c[i]);
+    }
+    int owner = 1;
+    edge_headers_done(&e, c[0]); /* the body goes on: the request deadline stays */
+    edge_request_owner(c[0], &owner);
+    edge_headers_done(&e, c[2]);
+    edge_request_owner(c[2], &owner);
+    edge_request_done(&e, c[2]); /* its body came: no deadline */
+    assert_int_equal(edge_wait_ms(&e, 0), 300);
+    edge_sweep(&e, 299);
+    assert_false(peer_sees_eof(sv[0][1]));
+    assert_int_equal(expired_calls, 0);
+    edge_sweep(&e, 300);
+    assert_int_equal(expired_calls, 1); /* c[0]: header complete, the callback decides */
+    assert_true(peer_sees_eof(sv[0][1]));
+    assert_false(peer_sees_eof(sv[1][1]));
+    edge_sweep(&e, 310); /* c[1]: no header yet (its header deadline is 1000): shut */
+    assert_int_equal(expired_calls, 1);
+    assert_true(peer_sees_eof(sv[1][1]));
+    assert_int_equal(edge_sweep(&e, 5000), -1);
+    assert_false(peer_sees_eof(sv[2][1]));
+    for (int i = 0; i < 3; i++) {
+        edge_close(&e, c[i]);
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_deadline_in_order), cmocka_unit_test(test_idle_close),
         cmocka_unit_test(test_idle_then_trickle),        cmocka_unit_test(test_linger),
-        cmocka_unit_test(test_cap_per_address),
+        cmocka_unit_test(test_cap_per_address),          cmocka_unit_test(test_request_deadline),
     };
     return cmocka_run_group_tests_name("edge_lists", tests, NULL, NULL);
 }

@@ -160,6 +160,8 @@ static void test_outcome_codes(void **state)
                                                    "idempotency_in_progress",
                                                    "idempotency_key_reused",
                                                    "idempotency_unavailable",
+                                                   "request_timeout",
+                                                   "journal_unavailable",
                                                    "internal"};
     (void)state;
     for (int i = 0; i < MX_OUTCOMES; i++) {

@@ -445,12 +445,16 @@ static fu_status fu_role_fake(fu_role *r, fu_req *q, struct MHD_Connection *conn
                         "undo_requests", r->undo_requests, "undone", r->undone);
         return fu_rules_json(200, doc, &q->answer);
     }
+    if (strcmp(url, "/_fake/keys") == 0) /* every Idempotency-Key seen, with its count */
+        return fu_rules_json(200, r->keys != NULL ? json_incref(r->keys) : json_object(),
+                             &q->answer);
     if (strcmp(url, "/_fake/last") == 0) {
         if (r->last == NULL)
             return fu_rules_error(404, "not_found", "no POST received yet", &q->answer);
         return fu_rules_json(200, json_incref(r->last), &q->answer);
     }
-    return fu_rules_error(404, "not_found", "the fake endpoints are /_fake/stats and /_fake/last",
+    return fu_rules_error(404, "not_found",
+                          "the fake endpoints are /_fake/stats, /_fake/keys and /_fake/last",
                           &q->answer);
 }
 

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,6 +356,15 @@ void proc_stop(proc *p)
         p->out_open = 0;
     }
     p->buf_len = 0;
+    if (p->journal[0] != '\0') { /* after the exit: the file is no longer held */
+        static const char *const sfx[] = {"", "-wal", "-shm", ".lock"};
+        char f[160];
+        for (size_t i = 0; i < 4; i++) {
+            snprintf(f, sizeof f, "%s%s", p->journal, sfx[i]);
+            unlink(f);
+        }
+        p->journal[0] = '\0';
+    }
 }
 
 /* Counts the entries of a /proc directory, skipping "." and ".." and, if skip_self_fd, the entry
@@ -469,10 +479,26 @@ int proc_start_checkoutd(proc *p, const char *config, char *const extra[], char 
     char *fixed[] = {(char *)program("CHECKOUTD_BIN", "build/release/checkoutd"), "--config",
                      (char *)config};
     char *argv[PROC_MAX_ARGS];
-    char line[256];
+    char line[256], journal[100] = "";
+    char *env[PROC_MAX_ARGS];
+    size_t n = 0;
+    int own = 1;
+    static atomic_int journals;
+    for (; extra_env != NULL && extra_env[n] != NULL && n + 2 < PROC_MAX_ARGS; n++) {
+        env[n] = extra_env[n];
+        own &= strncmp(extra_env[n], "CHECKOUTD_JOURNAL_", 18) != 0;
+    }
+    if (own) {
+        snprintf(journal, sizeof journal, "CHECKOUTD_JOURNAL_PATH=/tmp/checkoutd-test-%d-%d.db",
+                 (int)getpid(), atomic_fetch_add(&journals, 1));
+        env[n++] = journal;
+    }
+    env[n] = NULL;
     if (join_args(argv, fixed, sizeof(fixed) / sizeof(fixed[0]), extra) != 0 ||
-        proc_spawn(p, argv, extra_env, stderr_path) != 0)
+        proc_spawn(p, argv, env, stderr_path) != 0)
         return -1;
+    if (own)
+        snprintf(p->journal, sizeof p->journal, "%s", journal + strlen("CHECKOUTD_JOURNAL_PATH="));
     if (proc_wait_line(p, "listening on", line, sizeof(line), 10000) != 0)
         return -1;
     return proc_port_from_line(line);

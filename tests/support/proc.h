@@ -17,12 +17,13 @@
 #define PROC_BUF_BYTES 8192 /* longest stdout line delivered whole; longer ones come in pieces */
 
 typedef struct proc {
-    pid_t pid;       /* 0 when not started */
-    int out_fd;      /* read end of the child's stdout; valid only while out_open */
-    int out_open;    /* 1 while out_fd is ours to read and close */
-    int reaped;      /* 1 once waitpid collected the child; pid is then never signalled again */
-    int exit_status; /* after reaping: exit code, or 128 + signal number; -1 before */
-    size_t buf_len;  /* stdout bytes read but not yet returned by proc_wait_line */
+    pid_t pid;         /* 0 when not started */
+    int out_fd;        /* read end of the child's stdout; valid only while out_open */
+    int out_open;      /* 1 while out_fd is ours to read and close */
+    int reaped;        /* 1 once waitpid collected the child; pid is then never signalled again */
+    int exit_status;   /* after reaping: exit code, or 128 + signal number; -1 before */
+    size_t buf_len;    /* stdout bytes read but not yet returned by proc_wait_line */
+    char journal[128]; /* proc_start_checkoutd's own journal file (removed by proc_stop), or "" */
     char buf[PROC_BUF_BYTES];
 } proc;
 
@@ -70,6 +71,9 @@ int proc_start_upstreams(proc *p, char *const extra[], const char *stderr_path, 
 /* Starts checkoutd ($CHECKOUTD_BIN, else build/release/checkoutd) with --config config plus extra
  * arguments (or NULL) and extra_env (or NULL). Returns the port from its "listening on" line, or
  * -1. */
+/* (v1.3) Unless extra_env sets a CHECKOUTD_JOURNAL_* variable, the daemon gets a journal file of
+ * its own (CHECKOUTD_JOURNAL_PATH=/tmp/checkoutd-test-<pid>-<n>.db, removed by proc_stop), so
+ * that a config with compensate never writes /var/lib and no test recovers another's records. */
 int proc_start_checkoutd(proc *p, const char *config, char *const extra[], char *const extra_env[],
                          const char *stderr_path);
 
