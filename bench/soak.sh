@@ -567,10 +567,20 @@ else
 fi
 # Once idle, every fd beyond those at the start must be an upstream connection kept in libcurl's
 # cache (ESTABLISHED): fds - established may not exceed its value at the start (+ 2).
-other_start=$((${fd_start:-0} - ${est_start:-0})) other_idle=$((${fd_idle:-0} - ${est_idle:-0}))
-[ -z "$fd_idle" ] || [ "$other_idle" -le $((other_start + 2)) ] || fails+=("fds after the load: $fd_idle, of which $other_idle not established connections > $other_start at the start + 2")
-[ "${cw_idle:-0}" = 0 ] || fails+=("$cw_idle sockets in CLOSE_WAIT after the load (peer closed, checkoutd did not)")
-[ -z "$inflight_idle" ] || [ "$inflight_idle" = 0 ] || fails+=("$inflight_idle checkouts still in flight 3 s after the load")
+# Every sample these checks read must be there and a number: a missing one (checkoutd dead, /proc
+# or the metrics unreadable) fails the soak instead of skipping the fd-leak and in-flight checks.
+idle_ok=1
+for v in "$fd_start" "$est_start" "$fd_idle" "$est_idle" "$cw_idle" "$inflight_idle"; do
+  [[ "$v" =~ ^[0-9]+$ ]] || idle_ok=0
+done
+if [ "$idle_ok" = 1 ]; then
+  other_start=$((fd_start - est_start)) other_idle=$((fd_idle - est_idle))
+  [ "$other_idle" -le $((other_start + 2)) ] || fails+=("fds after the load: $fd_idle, of which $other_idle not established connections > $other_start at the start + 2")
+  [ "$cw_idle" = 0 ] || fails+=("$cw_idle sockets in CLOSE_WAIT after the load (peer closed, checkoutd did not)")
+  [ "$inflight_idle" = 0 ] || fails+=("$inflight_idle checkouts still in flight 3 s after the load")
+else
+  fails+=("a sample is missing (at the start: fds '$fd_start', established '$est_start'; idle after the load: fds '$fd_idle', established '$est_idle', CLOSE_WAIT '$cw_idle', in flight '$inflight_idle'): the fd-leak and in-flight checks cannot run")
+fi
 verdict=PASS
 # Not a failure of the soak (the pass rules are above), but reported: checkoutd counts a checkout in
 # its metrics when the group ends, and writes its log line only when the answer is handed to the

@@ -1,5 +1,6 @@
 /* comp — which validations to undo and what to send. See comp.h. */
 #include "comp.h"
+#include "idem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,13 +80,13 @@ char *comp_body(const char *id_json, size_t id_len, const char *name, const char
 int comp_idempotency_key(const char *client_key, const char *request_id, const char *name,
                          char *out, size_t cap)
 {
-    const char *key = client_key ? client_key : request_id;
-    size_t klen = strlen(key);
-    if (client_key != NULL && klen >= 2 && key[0] == '"' && key[klen - 1] == '"') {
-        key++; /* RFC 8941 string form: the quotes are not part of the key */
-        klen -= 2;
-    }
-    int n = snprintf(out, cap, "%.*s:compensate:%s", (int)klen, key, name);
+    char parsed[IDEM_KEY_MAX + 1];
+    const char *why = NULL;
+    /* the store's key; a header that is no key (only possible with the store off, where it is
+     * not inspected) counts as none: the request id, stable across the undo's attempts */
+    const char *key =
+        client_key != NULL && idem_parse_key(client_key, parsed, &why) == 0 ? parsed : request_id;
+    int n = snprintf(out, cap, "%s:compensate:%s", key, name);
     if (n < 0 || (size_t)n >= cap) {
         if (cap > 0)
             out[0] = '\0';

@@ -31,9 +31,12 @@ char *comp_body(const char *id_json, size_t id_len, const char *name, const char
                 size_t key_len, const char *value_json, size_t value_len, const char *result_json,
                 size_t result_len, size_t *len);
 
-/* The undo request's Idempotency-Key value "<key>:compensate:<name>" into out[cap]: <key> is the
- * client's Idempotency-Key without the quotes of its quoted form (RFC 8941), or request_id when
- * the client sent none. -1 when it does not fit (out is then ""). */
+/* The undo request's Idempotency-Key value "<key>:compensate:<name>" into out[cap]. client_key is
+ * the client's Idempotency-Key header as it came (NULL: none); <key> is what idem_parse_key makes
+ * of it (the store's key: "a\\b" and a\b are one), in every store mode, so one client key gives one
+ * undo key. A header that is no key (store "off" forwards it uninspected: too long, a space, a bad
+ * quoted form) counts as none: <key> is then request_id. -1 when it does not fit (out is then "");
+ * cap >= 300 + request_id's length always fits. O(header length). */
 int comp_idempotency_key(const char *client_key, const char *request_id, const char *name,
                          char *out, size_t cap);
 

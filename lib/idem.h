@@ -8,7 +8,8 @@
  *                     malloc'd copy that the callback takes) are to be sent as they are
  *   IDEM_IN_PROGRESS  a checkout with this key and body is still running (here or elsewhere)
  *   IDEM_MISMATCH     the key was used with another body (stored or running); nothing changes
- *   IDEM_UNAVAILABLE  the store cannot say in time (down, slow, or full of claims): fail closed
+ *   IDEM_UNAVAILABLE  the store cannot say in time (down, slow, or full of claims), or its record
+ *                     for this key does not parse (redis): fail closed
  * Threads: idem_claim, idem_finish and idem_release are called on the loop thread of worker
  * claim->worker, and the callback runs on that thread, before idem_claim returns (memory) or on a
  * later turn of that loop (redis). finish and release never call back: their outcome is logged
@@ -117,6 +118,9 @@ idem_store *idem_mem_new(long max_keys, size_t max_bytes, long claim_ms, long tt
                          idem_log_fn log);
 /* Entries and bytes held now (for tests). */
 void idem_mem_usage(idem_store *s, size_t *entries, size_t *bytes);
+/* For tests: the store's monotonic clock in nanoseconds (NULL: CLOCK_MONOTONIC, the default), so
+ * that expiry is decided by the test, not by how loaded the machine is. */
+void idem_mem_set_clock(idem_store *s, uint64_t (*now_ns)(void *arg), void *arg);
 
 /* The Redis store (lib/idem_redis.c): one connection per loop (claim->worker picks it), made now
  * (call before the loops start) and remade by itself after a failure. host is resolved here, once.

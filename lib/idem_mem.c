@@ -51,13 +51,21 @@ typedef struct mem_store {
     uint64_t claim_ns, ttl_ns;
     uint64_t next_seq;
     idem_log_fn log;
+    uint64_t (*clock)(void *arg); /* monotonic ns: mono_ns, or a test's (idem_mem_set_clock) */
+    void *clock_arg;
 } mem_store;
 
-static uint64_t now_ns(void)
+static uint64_t mono_ns(void *arg)
 {
     struct timespec t;
+    (void)arg;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static uint64_t now_ns(const mem_store *m)
+{
+    return m->clock(m->clock_arg);
 }
 
 /* FNV-1a: keys are short and chosen by clients, but bucket counts are powers of two and the
@@ -186,7 +194,7 @@ static void mem_claim(idem_store *s, idem_claim *c, idem_claim_fn done, void *ar
     fresh->bytes = sizeof(*fresh) + len;
 
     pthread_mutex_lock(&m->lock);
-    uint64_t now = now_ns();
+    uint64_t now = now_ns(m);
     expire_heads(m, now, &garbage);
     mem_entry *e = *find_slot(m, c->key, len, h);
     if (e != NULL && e->expires_ns <= now) { /* expired, not yet at a head */
@@ -234,34 +242,40 @@ static void mem_claim(idem_store *s, idem_claim *c, idem_claim_fn done, void *ar
     done(c, arg);
 }
 
-/* The claim's entry when it still is this claim (not expired and reclaimed by another). */
-static mem_entry *own_claim(mem_store *m, const idem_claim *c)
+/* The claim's entry when it still is this claim: not reclaimed by another, and not expired at now
+ * (an expired claim is no longer the checkout's, even while it waits to reach a list's head). */
+static mem_entry *own_claim(mem_store *m, const idem_claim *c, uint64_t now)
 {
     size_t len = strlen(c->key);
     mem_entry *e = *find_slot(m, c->key, len, hash_key(c->key, len));
-    return e != NULL && !e->done && e->seq == c->seq ? e : NULL;
+    return e != NULL && !e->done && e->seq == c->seq && e->expires_ns > now ? e : NULL;
 }
 
 /* Stores the answer in place of the claim. When it cannot be kept (larger than the store, out of
  * memory, or no room left by evicting older answers), the claim stays and expires by itself, as
- * the contract asks of a store that fails: a retry meanwhile gets 409, then runs. */
+ * the contract asks of a store that fails: a retry meanwhile gets 409, then runs. A claim that
+ * expired before its answer came (the worker was held up past deadline_ms + 5 s, the process was
+ * paused) is not stored: logged "the claim had expired", as the Redis store does. Expiry runs
+ * before the lookup, so an entry it detached is never touched again here. */
 static void mem_finish(idem_store *s, const idem_claim *c, int status, const char *body, size_t len)
 {
     mem_store *m = (mem_store *)s;
     char *copy = malloc(len ? len : 1);
     mem_entry *garbage = NULL;
-    const char *lost = NULL;
+    const char *lost = NULL, *event = "idempotency_store_write_failed";
 
     if (copy != NULL)
         memcpy(copy, body, len);
     pthread_mutex_lock(&m->lock);
-    mem_entry *e = own_claim(m, c);
+    uint64_t now = now_ns(m);
+    expire_heads(m, now, &garbage);
+    mem_entry *e = own_claim(m, c, now);
     if (e == NULL) {
+        event = "idempotency_claim_lost";
         lost = "the claim had expired when the answer was to be stored";
     } else if (copy == NULL) {
         lost = "out of memory storing the answer; the claim expires by itself";
     } else {
-        expire_heads(m, now_ns(), &garbage);
         /* e is a claim: make room by evicting answers only; e stays counted as it is */
         while (m->bytes + len > m->max_bytes && m->answers.head != NULL)
             drop(m, m->answers.head, &garbage);
@@ -275,7 +289,7 @@ static void mem_finish(idem_store *s, const idem_claim *c, int status, const cha
             e->body_len = len;
             e->bytes += len;
             m->bytes += len;
-            e->expires_ns = now_ns() + m->ttl_ns;
+            e->expires_ns = now + m->ttl_ns;
             list_push(&m->answers, e); /* its age: when it was stored */
             copy = NULL;
         }
@@ -284,7 +298,7 @@ static void mem_finish(idem_store *s, const idem_claim *c, int status, const cha
     free(copy);
     free_chain(garbage);
     if (lost != NULL && m->log != NULL)
-        m->log("idempotency_store_write_failed", lost);
+        m->log(event, lost);
 }
 
 static void mem_release(idem_store *s, const idem_claim *c)
@@ -292,7 +306,7 @@ static void mem_release(idem_store *s, const idem_claim *c)
     mem_store *m = (mem_store *)s;
     mem_entry *garbage = NULL;
     pthread_mutex_lock(&m->lock);
-    mem_entry *e = own_claim(m, c);
+    mem_entry *e = own_claim(m, c, now_ns(m));
     if (e != NULL)
         drop(m, e, &garbage);
     pthread_mutex_unlock(&m->lock);
@@ -341,6 +355,7 @@ idem_store *idem_mem_new(long max_keys, size_t max_bytes, long claim_ms, long tt
     m->claim_ns = (uint64_t)claim_ms * 1000000u;
     m->ttl_ns = (uint64_t)ttl_ms * 1000000u;
     m->log = log;
+    m->clock = mono_ns;
     if (pthread_mutex_init(&m->lock, NULL) != 0)
         goto fail;
     return &m->base;
@@ -357,5 +372,14 @@ void idem_mem_usage(idem_store *s, size_t *entries, size_t *bytes)
     pthread_mutex_lock(&m->lock);
     *entries = m->count;
     *bytes = m->bytes;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void idem_mem_set_clock(idem_store *s, uint64_t (*now_ns_fn)(void *arg), void *arg)
+{
+    mem_store *m = (mem_store *)s;
+    pthread_mutex_lock(&m->lock);
+    m->clock = now_ns_fn != NULL ? now_ns_fn : mono_ns;
+    m->clock_arg = arg;
     pthread_mutex_unlock(&m->lock);
 }

@@ -286,7 +286,7 @@ static void op_answer(rd_op *op, idem_result r)
     tg_timer_stop(op->conn->loop, &op->timer);
     if (op->kind == RD_CLAIM) {
         op->claim->result = r;
-        if (r == IDEM_UNAVAILABLE)
+        if (r == IDEM_UNAVAILABLE && op->claim->why == NULL)
             op->claim->why = "the idempotency store cannot be reached; retry";
         op->done(op->claim, op->arg);
     }
@@ -350,7 +350,21 @@ static int send_get(rd_op *op)
     return 0;
 }
 
-/* A record read back (GET): what it says to this claim. */
+/* The status of a done record: 3 digits of a final HTTP status (200..599), else -1. */
+static int record_status(const char *st)
+{
+    int v = 0;
+    for (int i = 1; i <= 3; i++) {
+        if (st[i] < '0' || st[i] > '9')
+            return -1;
+        v = v * 10 + (st[i] - '0');
+    }
+    return v >= 200 && v <= 599 ? v : -1;
+}
+
+/* A record read back (GET): what it says to this claim. One whose state or status does not parse
+ * (corrupted, or written by something else under our prefix) is never sent: the store cannot
+ * answer for this key (503), logged once per claim that meets it; it expires by itself. */
 static idem_result read_record(rd_op *op, const redisReply *r)
 {
     idem_claim *cl = op->claim;
@@ -361,15 +375,22 @@ static idem_result read_record(rd_op *op, const redisReply *r)
     if (memcmp(r->str + IDEM_TOKEN_LEN, op->head + IDEM_TOKEN_LEN, 2 * IDEM_FP_LEN) != 0)
         return IDEM_MISMATCH;
     const char *st = r->str + IDEM_TOKEN_LEN + 2 * IDEM_FP_LEN;
-    if (st[0] != 'D')
+    if (st[0] == 'P')
         return IDEM_IN_PROGRESS;
+    int status = st[0] == 'D' ? record_status(st) : -1;
+    if (status < 0) {
+        cl->why = "the idempotency store holds an unreadable record for this key; retry later";
+        rd_log(op->conn->store, "idempotency_record_invalid",
+               "a stored record's state or status does not parse; answered 503");
+        return IDEM_UNAVAILABLE;
+    }
     size_t blen = (size_t)r->len - RD_HEAD;
     cl->body = malloc(blen ? blen : 1);
     if (cl->body == NULL)
         return IDEM_UNAVAILABLE;
     memcpy(cl->body, r->str + RD_HEAD, blen);
     cl->body_len = blen;
-    cl->status = (st[1] - '0') * 100 + (st[2] - '0') * 10 + (st[3] - '0');
+    cl->status = status;
     return IDEM_REPLAY;
 }
 

@@ -6,7 +6,9 @@
 #include "support/proc.h"
 #include "support/prom.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +30,10 @@ typedef struct world {
     int port;       /* checkoutd */
     char config_path[64];
     char log_path[64]; /* checkoutd's stderr: its JSON log lines */
+    /* a second checkoutd, for the tests that need payment to outlive the deadline (start_slow) */
+    proc slow;
+    int slow_port;
+    char slow_config[64], slow_log[64];
 } world;
 
 static world w;
@@ -81,8 +88,11 @@ static int teardown_world(void **state)
     proc_wait_exit(&w.upstreams, 10000, &upstreams_status);
     proc_stop(&w.daemon);
     proc_stop(&w.upstreams);
+    proc_stop(&w.slow);
     unlink(w.config_path);
     unlink(w.log_path);
+    unlink(w.slow_config);
+    unlink(w.slow_log);
     if (daemon_status != 0 || upstreams_status != 0) {
         fprintf(stderr, "exit status: checkoutd %d, fake-upstreams %d (want 0 and 0)\n",
                 daemon_status, upstreams_status);
@@ -107,13 +117,40 @@ static const char *order_with(const char *sku, const char *token, const char *co
     return body;
 }
 
-static void post(const char *body, const char *const headers[], http_reply *r)
+static void post_at(int port, const char *body, const char *const headers[], http_reply *r)
 {
     static const char *const json_only[] = {"Content-Type: application/json", NULL};
     char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/checkout", w.port);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/checkout", port);
     memset(r, 0, sizeof(*r));
     http_request("POST", url, headers ? headers : json_only, body, strlen(body), 15000, r);
+}
+
+static void post(const char *body, const char *const headers[], http_reply *r)
+{
+    post_at(w.port, body, headers, r);
+}
+
+/* A second checkoutd on the same upstreams whose payment may take 10 s: its tok_slow checkouts
+ * last until the deadline (4 s) unless something cancels them. Log into w.slow_log. */
+static void start_slow(void)
+{
+    snprintf(w.slow_config, sizeof w.slow_config, "/tmp/checkoutd-it-slow-%d.json", (int)getpid());
+    snprintf(w.slow_log, sizeof w.slow_log, "/tmp/checkoutd-it-slow-%d.log", (int)getpid());
+    unlink(w.slow_log);
+    assert_int_equal(write_config(w.slow_config, w.up_port, 10000), 0);
+    w.slow_port = proc_start_checkoutd(&w.slow, w.slow_config, NULL, NULL, w.slow_log);
+    assert_true(w.slow_port > 0);
+}
+
+/* SIGTERM: it drains and exits 0 (under ASan, no leak). */
+static void stop_slow(void)
+{
+    int status = -1;
+    assert_int_equal(proc_signal(&w.slow, SIGTERM), 0);
+    assert_int_equal(proc_wait_exit(&w.slow, 15000, &status), 0);
+    assert_int_equal(status, 0);
+    proc_stop(&w.slow);
 }
 
 static json_t *fake_get(int port, const char *path)
@@ -282,15 +319,19 @@ static void test_generated_ids_shared_by_every_call(void **state)
 }
 
 /* The proof of cancellation: inventory fails after a few ms; the payment call (5 s) is aborted,
- * the fake payment service sees its client close early, and the answer comes long before 5 s. */
+ * the fake payment service sees its client close early, and the answer comes long before 5 s.
+ * On a checkoutd whose payment timeout (10 s) outlives the deadline (4 s): a checkout that did not
+ * cancel payment would answer at the deadline, not within 2 s (with the shared world's payment
+ * timeout of 1500 ms it would have passed the bound too). */
 static void test_rejection_cancels_slow_payment(void **state)
 {
     (void)state;
+    start_slow();
     long closed_before = fake_stat(w.up_port[2], "closed_early");
     http_reply r;
-    post(order_with("OOS-9", "tok_slow", "US"), NULL, &r);
+    post_at(w.slow_port, order_with("OOS-9", "tok_slow", "US"), NULL, &r);
     assert_int_equal(r.status, 422);
-    assert_true(r.elapsed_ms < 2000); /* the slow payment would take 5000 */
+    assert_true(r.elapsed_ms < 2000); /* uncancelled: 4000 (deadline); payment alone: 5000 */
     assert_string_equal(json_string_value(json_object_get(r.json, "status")), "rejected");
     const json_t *e = first_error(r.json);
     assert_error_fields(e);
@@ -311,6 +352,7 @@ static void test_rejection_cancels_slow_payment(void **state)
         closed = fake_stat(w.up_port[2], "closed_early");
     }
     assert_int_equal(closed, closed_before + 1);
+    stop_slow();
 }
 
 static void expect_failure(const char *body, long status, const char *word, const char *validation,
@@ -468,25 +510,50 @@ static void test_order_id_of_128_code_points_accepted(void **state)
     http_reply_free(&r);
 }
 
+/* A valid order of exactly n bytes (spaces before its closing brace), malloc'd. */
+static char *order_of_size(size_t n)
+{
+    const char *order = order_with("SKU-1", "tok_visa", "US");
+    size_t len = strlen(order);
+    assert_true(n >= len);
+    char *b = malloc(n + 1);
+    assert_non_null(b);
+    memcpy(b, order, len - 1);
+    memset(b + len - 1, ' ', n - len);
+    b[n - 1] = '}';
+    b[n] = '\0';
+    return b;
+}
+
+/* max_body_bytes is 4096 in this config: a body of exactly 4096 bytes is a checkout, 4097 is 413,
+ * with a Content-Length and chunked (where the size is known only while reading); 5000 too. */
 static void test_body_too_large_413(void **state)
 {
     (void)state;
-    size_t n = 5000; /* max_body_bytes is 4096 in this config */
-    char *big = malloc(n + 1);
-    memset(big, ' ', n);
-    big[0] = '{';
-    big[n - 1] = '}';
-    big[n] = '\0';
-    expect_client_error(big, NULL, 413, "body_too_large");
-
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/checkout", w.port);
     static const char *const json_only[] = {"Content-Type: application/json", NULL};
     http_reply r;
-    http_request_chunked("POST", url, json_only, big, n, 1000, 0, 10000, &r);
-    assert_client_error(&r, 413, "body_too_large");
-    http_reply_free(&r);
-    free(big);
+    const size_t sizes[] = {4096, 4097, 5000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i];
+        char *big = order_of_size(n);
+        assert_int_equal(strlen(big), n);
+        if (n <= 4096) {
+            post(big, NULL, &r);
+            assert_int_equal(r.status, 200);
+            http_reply_free(&r);
+            http_request_chunked("POST", url, json_only, big, n, 1000, 0, 10000, &r);
+            assert_int_equal(r.status, 200);
+            http_reply_free(&r);
+        } else {
+            expect_client_error(big, NULL, 413, "body_too_large");
+            http_request_chunked("POST", url, json_only, big, n, 1000, 0, 10000, &r);
+            assert_client_error(&r, 413, "body_too_large");
+            http_reply_free(&r);
+        }
+        free(big);
+    }
 }
 
 static void test_unsupported_media_type_415(void **state)
@@ -681,12 +748,14 @@ static void test_logs_are_json_without_secrets(void **state)
 
 /* Clients that give up before their answers still leave each checkout's log line (found by the
  * soak test: the line was written only when the answer was sent, and the resumed connection of a
- * client that had gone is often closed without that). 20 at once, as curl processes. */
-static int count_gone_lines(void)
+ * client that had gone is often closed without that). 20 at once, on the checkoutd whose tok_slow
+ * checkouts last until the deadline (4 s): each client sends its request, and once all 20 are in
+ * flight (the gauge says so, so none has been answered), every connection is closed. */
+static int count_gone_lines(const char *path)
 {
     int n = 0;
     char line[16384];
-    FILE *f = fopen(w.log_path, "r");
+    FILE *f = fopen(path, "r");
     while (f != NULL && fgets(line, sizeof(line), f) != NULL)
         n += strstr(line, "\"order_id\":\"gone-") != NULL &&
              strstr(line, "\"event\":\"checkout\"") != NULL;
@@ -695,29 +764,56 @@ static int count_gone_lines(void)
     return n;
 }
 
+static double inflight_at(int port)
+{
+    char url[64];
+    http_reply r;
+    double v = -1;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    if (http_request("GET", url, NULL, NULL, 0, 5000, &r) == 0 && r.body != NULL)
+        prom_value(r.body, "checkoutd_inflight_checkouts", &v);
+    http_reply_free(&r);
+    return v;
+}
+
 static void test_log_line_for_vanished_clients(void **state)
 {
     (void)state;
-    char script[1024];
-    snprintf(script, sizeof(script),
-             "for i in $(seq 1 20); do curl -s -o /dev/null --max-time 0.2 -H "
-             "'Content-Type: application/json' -d \"{\\\"order_id\\\": \\\"gone-$i\\\", "
-             "\\\"address\\\": {\\\"postal_code\\\": \\\"1\\\", \\\"country\\\": "
-             "\\\"US\\\"}, \\\"items\\\": [], \\\"payment\\\": {\\\"token\\\": "
-             "\\\"tok_slow\\\"}}\" http://127.0.0.1:%d/checkout & done; wait",
-             w.port);
-    char *argv[] = {"/bin/sh", "-c", script, NULL};
-    proc clients = {0};
-    assert_int_equal(proc_spawn(&clients, argv, NULL, "/dev/null"), 0);
-    int status = -1;
-    assert_int_equal(proc_wait_exit(&clients, 10000, &status), 0);
-    proc_stop(&clients);
-    int seen = 0;
-    for (int i = 0; i < 100 && seen < 20; i++) { /* payment times out at 1500 ms: wait up to 5 s */
-        usleep(50 * 1000);
-        seen = count_gone_lines();
+    enum { CLIENTS = 20 };
+    int fds[CLIENTS];
+    start_slow();
+    assert_int_equal(inflight_at(w.slow_port), 0); /* a real baseline, not a missing metric */
+    for (int i = 0; i < CLIENTS; i++) {
+        char body[256], req[512];
+        int blen = snprintf(body, sizeof body,
+                            "{\"order_id\": \"gone-%d\", \"address\": {\"postal_code\": \"1\", "
+                            "\"country\": \"US\"}, \"items\": [], \"payment\": {\"token\": "
+                            "\"tok_slow\"}}",
+                            i);
+        int n = snprintf(req, sizeof req,
+                         "POST /checkout HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         "application/json\r\nContent-Length: %d\r\n\r\n%s",
+                         blen, body);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)w.slow_port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(send(fds[i], req, (size_t)n, MSG_NOSIGNAL), n);
     }
-    assert_int_equal(seen, 20);
+    double inflight = 0, until = proc_now_ms() + 3500; /* they last 4 s */
+    while ((inflight = inflight_at(w.slow_port)) < CLIENTS && proc_now_ms() < until)
+        usleep(10 * 1000);
+    assert_int_equal(inflight, CLIENTS);
+    for (int i = 0; i < CLIENTS; i++)
+        close(fds[i]); /* the clients go */
+    int seen = 0;
+    for (int i = 0; i < 200 && seen < CLIENTS; i++) { /* the deadline ends them: up to 10 s */
+        usleep(50 * 1000);
+        seen = count_gone_lines(w.slow_log);
+    }
+    assert_int_equal(seen, CLIENTS);
+    stop_slow();
 }
 
 int main(void)

@@ -712,6 +712,63 @@ static void test_replay_compensates_nothing(void **state)
     http_reply_free(&again);
 }
 
+/* A declined card (inventory reserved, then compensated) with the extra headers; returns the undo
+ * /release's Idempotency-Key as inventory received it (malloc'd). */
+static char *undo_key_of(const char *order, const char *const hdrs[])
+{
+    http_reply r;
+    checkout_h(&r, order, ADDR_OK ", " ITEMS_OK ", " PAY("tok_declined"), hdrs, 20000);
+    assert_int_equal(r.status, 422);
+    assert_true(in_list(&r, "compensating", "inventory"));
+    http_reply_free(&r);
+    assert_int_equal(wait_undone(W.ports[1], order, 1, 10000), 0);
+    json_t *last = fake_get(W.ports[1], "/_fake/last");
+    assert_string_equal(json_string_value(json_object_get(last, "path")), "/release");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(last, "body"), "order_id")), order);
+    const char *k =
+        json_string_value(json_object_get(json_object_get(last, "headers"), "idempotency-key"));
+    assert_non_null(k);
+    char *copy = strdup(k);
+    json_decref(last);
+    return copy;
+}
+
+/* Issue #21: the undo's key is built from the key the store uses (idem_parse_key), in every store
+ * mode: "a\\b" (quoted form, escaped backslash) and a\b are one key, and so one undo key. With
+ * "store": "off" a header that is no key (here 600 characters: it overflowed the key buffer, and
+ * the undo went out as "Idempotency-Key: " with no value) gets the request id, as when there is
+ * none. */
+static void test_undo_key_is_the_stores_key(void **state)
+{
+    (void)state;
+    start_upstreams("0");
+    start_checkoutd(3000, inv_release(), NULL, ", \"timeout_ms\": 3000", pay_void(""), NULL);
+    const char *quoted[] = {"Idempotency-Key: \"a\\\\b\"", NULL};
+    char *k = undo_key_of("ord-key-1", quoted); /* the memory store: the header is a key */
+    assert_string_equal(k, "a\\b:compensate:inventory");
+    free(k);
+
+    proc_stop(&W.daemon);
+    char *off[] = {"CHECKOUTD_IDEMPOTENCY_STORE=off", NULL};
+    start_checkoutd(3000, inv_release(), NULL, ", \"timeout_ms\": 3000", pay_void(""), off);
+    k = undo_key_of("ord-key-2", quoted);
+    assert_string_equal(k, "a\\b:compensate:inventory");
+    free(k);
+    const char *plain[] = {"Idempotency-Key: a\\b", NULL};
+    k = undo_key_of("ord-key-3", plain);
+    assert_string_equal(k, "a\\b:compensate:inventory");
+    free(k);
+    char longh[700];
+    int n = snprintf(longh, sizeof longh, "Idempotency-Key: ");
+    memset(longh + n, 'k', 600);
+    longh[n + 600] = '\0';
+    const char *overlong[] = {longh, "X-Request-Id: rid-overlong", NULL};
+    k = undo_key_of("ord-key-4", overlong);
+    assert_string_equal(k, "rid-overlong:compensate:inventory");
+    free(k);
+}
+
 /* ---- config -----------------------------------------------------------------------------------
  */
 
@@ -772,6 +829,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_bound_gives_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_compensates_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_undo_key_is_the_stores_key, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

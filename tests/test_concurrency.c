@@ -1,7 +1,9 @@
 /* 1,000 concurrent checkouts against upstreams that each take 1 s: all succeed in about 1 s of wall
- * time (bound here: 10 s, against 1,000 s if checkouts were served one at a time, or 1000/threads
- * s with a blocking thread per checkout), and checkoutd's thread count does not change. The
- * numbers are printed for the record; speed itself is measured by `make bench`, not asserted. */
+ * time (bound here: 30 s, against 1,000 s if checkouts were served one at a time, or 1000/threads
+ * s — 250 s with its 4 threads — with a blocking thread per checkout; TSan on a loaded 2-core
+ * machine took 11–16 s, over the former 10 s bound), and checkoutd's thread count does not change.
+ * The numbers are printed for the record; speed itself is measured by `make bench`, not asserted.
+ */
 #include "support/proc.h"
 
 #include <curl/curl.h>
@@ -119,7 +121,8 @@ static void test_thousand_concurrent_checkouts(void **state)
     proc_stop(&up);
     unlink(cfg_path);
     assert_int_equal(ok, CHECKOUTS);
-    assert_true(wall < 10000);
+    assert_true(wall < 30000);
+    assert_true(threads_before > 0); /* measured (-1: /proc unreadable would equal -1 below) */
     assert_int_equal(threads_max, threads_before);
     assert_int_equal(threads_after, threads_before);
 }

@@ -274,8 +274,13 @@ static int start_world(world *wd, const char *name, const char *extra_keys, char
     usleep(100 * 1000); /* the scrape's own connection closes */
     wd->base_fds = proc_fd_count(wd->daemon.pid);
     wd->base_client_fds = client_fds(wd->daemon.pid, wd->port);
-    if (wd->base_client_fds < 1) /* its listening sockets at least */
+    /* a real baseline: -1 (a metric or /proc missing) would equal -1 later and prove nothing; the
+     * scrape that reads the gauge is an open connection itself */
+    if (wd->base_client_fds < 1 || wd->base_open < 1 || wd->base_fds < 1) {
+        fprintf(stderr, "baseline not measured: client fds %d, open connections %.0f, fds %d\n",
+                wd->base_client_fds, wd->base_open, wd->base_fds);
         return -1;
+    }
     return 0;
 }
 
@@ -330,7 +335,8 @@ static void assert_baseline(world *wd)
         fds = proc_fd_count(wd->daemon.pid);
         clients = client_fds(wd->daemon.pid, wd->port);
         open = metric(wd->port, "checkoutd_open_connections");
-        if (clients == wd->base_client_fds && open == wd->base_open && fds <= wd->base_fds + 24)
+        if (fds > 0 && clients > 0 && open > 0 && clients == wd->base_client_fds &&
+            open == wd->base_open && fds <= wd->base_fds + 24)
             return;
         usleep(50 * 1000);
     } while (proc_now_ms() < until);

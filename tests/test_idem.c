@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,31 @@ typedef struct got {
     int calls;
     idem_result result;
 } got;
+
+/* The store's log lines, for the tests that expect one. */
+static char logged_event[64], logged_detail[160];
+static int logged;
+
+static void log_line(const char *event, const char *detail)
+{
+    logged++;
+    snprintf(logged_event, sizeof logged_event, "%s", event);
+    snprintf(logged_detail, sizeof logged_detail, "%s", detail ? detail : "");
+}
+
+/* A clock the test moves: expiry is decided here, not by how loaded the machine is. */
+static uint64_t fake_ns = 1000000000u;
+
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_ns;
+}
+
+static void advance_ms(long ms)
+{
+    fake_ns += (uint64_t)ms * 1000000u;
+}
 
 static void on_claim(idem_claim *c, void *arg)
 {
@@ -142,16 +168,21 @@ static void test_expiry_of_claims_and_answers(void **state)
     idem_store *s = idem_mem_new(100, 1 << 20, 50, 100, NULL);
     idem_claim c, d;
     (void)state;
+    idem_mem_set_clock(s, fake_clock, NULL);
     assert_int_equal(claim(s, &c, "crashed", "b"), IDEM_NEW);
     assert_int_equal(claim(s, &d, "stored", "b"), IDEM_NEW);
     idem_finish(s, &d, 200, "x", 1);
-    usleep(70 * 1000);
+    advance_ms(49);
+    assert_int_equal(claim(s, &d, "crashed", "b"), IDEM_IN_PROGRESS); /* not yet */
+    advance_ms(21);
     /* the claim expired: a retry runs; the one that held it can no longer store */
     assert_int_equal(claim(s, &d, "crashed", "b"), IDEM_NEW);
     idem_finish(s, &c, 200, "late", 4);
     assert_int_equal(claim(s, &c, "crashed", "b"), IDEM_IN_PROGRESS);
-    replay_is(s, "stored", "b", 200, "x");
-    usleep(60 * 1000);
+    replay_is(s, "stored", "b", 200, "x"); /* 70 of its 100 ms */
+    advance_ms(29);
+    replay_is(s, "stored", "b", 200, "x"); /* 99 */
+    advance_ms(1);
     assert_int_equal(claim(s, &c, "stored", "b"), IDEM_NEW); /* the answer's ttl passed */
     idem_free(s);
 }
@@ -218,11 +249,43 @@ static void test_answer_too_large_leaves_the_claim(void **state)
     memset(big, 'y', sizeof big);
     /* an answer larger than the whole store is not kept: the claim stays until it expires */
     idem_store *s = idem_mem_new(10, 500, 50, 60000, NULL);
+    idem_mem_set_clock(s, fake_clock, NULL);
     assert_int_equal(claim(s, &c, "huge", "b"), IDEM_NEW);
     idem_finish(s, &c, 200, big, sizeof big);
+    advance_ms(49);
     assert_int_equal(claim(s, &d, "huge", "b"), IDEM_IN_PROGRESS);
-    usleep(70 * 1000);
+    advance_ms(1);
     assert_int_equal(claim(s, &d, "huge", "b"), IDEM_NEW);
+    idem_free(s);
+}
+
+/* Issue #21: an answer stored after its claim expired (a worker held up longer than
+ * deadline_ms + 5 s, a paused process) is not stored and is logged "the claim had expired". The
+ * store freed that entry while it was still listed: the next claim of any key read freed memory
+ * (ASan: heap-use-after-free in expire_heads), and its bytes stayed counted. */
+static void test_late_answer_of_an_expired_claim(void **state)
+{
+    idem_store *s = idem_mem_new(1000, 1 << 20, /* claim_ms */ 50, /* ttl_ms */ 100000, log_line);
+    idem_claim a, b, x;
+    size_t n, bytes;
+    (void)state;
+    logged = 0;
+    assert_int_equal(claim(s, &a, "A", "b"), IDEM_NEW);
+    assert_int_equal(claim(s, &b, "B", "b"), IDEM_NEW);
+    usleep(100 * 1000); /* both claims expire; A's checkout answers only now */
+    idem_finish(s, &a, 200, "{\"ok\":1}", 8);
+    idem_mem_usage(s, &n, &bytes);
+    assert_int_equal(claim(s, &x, "X", "b"), IDEM_NEW); /* read the freed entry */
+    assert_int_equal(logged, 1);
+    assert_string_equal(logged_event, "idempotency_claim_lost");
+    assert_non_null(strstr(logged_detail, "the claim had expired"));
+    assert_int_equal(n, 0); /* nothing stored, nothing left counted */
+    assert_int_equal(bytes, 0);
+    assert_int_equal(claim(s, &x, "A", "b"), IDEM_NEW); /* not a replay: nothing was stored */
+    idem_finish(s, &x, 200, "{\"ok\":2}", 8);
+    replay_is(s, "A", "b", 200, "{\"ok\":2}");
+    idem_mem_usage(s, &n, &bytes);
+    assert_int_equal(n, 2); /* X's claim and A's answer */
     idem_free(s);
 }
 
@@ -304,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_eviction_by_count_oldest_answer_first),
         cmocka_unit_test(test_eviction_by_bytes),
         cmocka_unit_test(test_answer_too_large_leaves_the_claim),
+        cmocka_unit_test(test_late_answer_of_an_expired_claim),
         cmocka_unit_test(test_concurrent_claims_one_wins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,6 +3,7 @@
  * reused, 422 stored, 502 not stored, malformed and repeated keys, the store full of claims,
  * store "off", the metric), and the same rows with the Redis store on a real redis-server started
  * here on a free port; two checkoutd sharing one Redis; Redis stopped and restarted mid-run. */
+#include "idem.h"
 #include "support/http.h"
 #include "support/proc.h"
 
@@ -57,15 +58,21 @@ static void write_config(world *w, const char *idempotency)
     fclose(f);
 }
 
-/* Upstreams whose tok_slow answers after 1.5 s; checkoutd with the idempotency block given. */
-static void world_start(world *w, const char *idempotency)
+/* Upstreams whose tok_slow answers after 1.5 s; checkoutd with the idempotency block given and its
+ * log (stderr) into log_path. */
+static void world_start_log(world *w, const char *idempotency, const char *log_path)
 {
     memset(w, 0, sizeof(*w));
     char *args[] = {"--slow-ms", "1500", NULL};
     assert_int_equal(proc_start_upstreams(&w->upstreams, args, "/dev/null", w->up_port), 0);
     write_config(w, idempotency);
-    w->port = proc_start_checkoutd(&w->daemon, w->config_path, NULL, NULL, "/dev/null");
+    w->port = proc_start_checkoutd(&w->daemon, w->config_path, NULL, NULL, log_path);
     assert_true(w->port > 0);
+}
+
+static void world_start(world *w, const char *idempotency)
+{
+    world_start_log(w, idempotency, "/dev/null");
 }
 
 static void world_stop(world *w)
@@ -166,6 +173,7 @@ static void rows_first_run_and_replay(world *w, const char *key)
     post(w->port, key, NULL, visa, &b);
     assert_int_equal(b.status, 200);
     assert_string_equal(http_reply_header(&b, "Idempotent-Replayed"), "true");
+    assert_true(a.body_len > 0); /* a real answer, not two empty ones */
     assert_int_equal(b.body_len, a.body_len);
     assert_memory_equal(b.body, a.body, a.body_len);
     assert_string_not_equal(http_reply_header(&b, "X-Request-Id"),
@@ -174,6 +182,7 @@ static void rows_first_run_and_replay(world *w, const char *key)
     post(w->port, quoted, NULL, visa, &c);
     assert_int_equal(c.status, 200);
     assert_string_equal(http_reply_header(&c, "Idempotent-Replayed"), "true");
+    assert_int_equal(c.body_len, a.body_len);
     assert_memory_equal(c.body, a.body, a.body_len);
     assert_int_equal(payments(w), calls); /* no upstream saw the replays */
     http_reply_free(&a);
@@ -214,6 +223,8 @@ static void rows_in_progress(world *w, const char *key)
     post(w->port, key, NULL, slow, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(http_reply_header(&r, "Idempotent-Replayed"), "true");
+    assert_true(first.reply.body_len > 0);
+    assert_int_equal(r.body_len, first.reply.body_len);
     assert_memory_equal(r.body, first.reply.body, first.reply.body_len);
     assert_true(r.elapsed_ms < 1000);
     http_reply_free(&r);
@@ -231,6 +242,8 @@ static void rows_422_stored_502_not(world *w, const char *k422, const char *k502
     post(w->port, k422, NULL, declined, &b);
     assert_int_equal(b.status, 422);
     assert_string_equal(http_reply_header(&b, "Idempotent-Replayed"), "true");
+    assert_true(a.body_len > 0);
+    assert_int_equal(b.body_len, a.body_len);
     assert_memory_equal(b.body, a.body, a.body_len);
     assert_int_equal(payments(w), calls);
     http_reply_free(&a);
@@ -468,6 +481,8 @@ static void test_redis_two_instances(void **state)
     assert_int_equal(running.reply.status, 200);
     post(a.port, "shared-slow", NULL, slow, &r1);
     assert_string_equal(http_reply_header(&r1, "Idempotent-Replayed"), "true");
+    assert_true(running.reply.body_len > 0);
+    assert_int_equal(r1.body_len, running.reply.body_len);
     assert_memory_equal(r1.body, running.reply.body, running.reply.body_len);
     http_reply_free(&r1);
     http_reply_free(&running.reply);
@@ -603,13 +618,107 @@ static void test_redis_hung(void **state)
     redis_stop(&rs);
 }
 
+/* SET key value on the Redis at port (raw RESP: the value is binary-safe). */
+static void redis_set(int port, const char *key, const char *val, size_t vlen)
+{
+    char cmd[1024], reply[256];
+    int n = snprintf(cmd, sizeof cmd, "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$%zu\r\n", strlen(key), key,
+                     vlen);
+    assert_true(n > 0 && (size_t)n + vlen + 8 < sizeof cmd);
+    memcpy(cmd + n, val, vlen);
+    memcpy(cmd + n + vlen, "\r\nQUIT\r\n", 8);
+    assert_true(http_raw(port, cmd, (size_t)n + vlen + 8, reply, sizeof reply, 2000) > 0);
+    assert_non_null(strstr(reply, "+OK"));
+}
+
+/* Plants, under the Idempotency-Key key, a done record for the body `visa` whose state and status
+ * are the 4 characters st, and whose stored answer is body (the format of lib/idem_redis.c). */
+static void plant_record(int port, const char *key, const char *st, const char *body)
+{
+    unsigned char h[IDEM_FP_LEN];
+    char rkey[128], hex[2 * IDEM_FP_LEN + 1], rec[512];
+    idem_fingerprint(key, strlen(key), h);
+    idem_hex(h, sizeof h, hex);
+    snprintf(rkey, sizeof rkey, "checkoutd:idem:%s", hex);
+    idem_fingerprint(visa, strlen(visa), h);
+    idem_hex(h, sizeof h, hex);
+    int n =
+        snprintf(rec, sizeof rec, "%s%s%s%s", "0123456789abcdef0123456789abcdef", hex, st, body);
+    assert_true(n > 0 && (size_t)n < sizeof rec);
+    redis_set(port, rkey, rec, (size_t)n);
+}
+
+/* How many log lines of event the file holds. */
+static int log_count(const char *path, const char *event)
+{
+    char needle[96], line[4096];
+    int n = 0;
+    snprintf(needle, sizeof needle, "\"event\":\"%s\"", event);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* Issue #21: a stored record whose status does not parse (not 3 digits, not a final status
+ * 200..599, or an unknown state) is a store that cannot answer: 503 idempotency_unavailable with
+ * Retry-After: 1, no upstream call, one log line each time; never replayed (a "D9:9" was replayed
+ * as status 1009, and the client's connection closed with no answer). A well-formed record planted
+ * the same way is replayed: the test's record format is the store's. */
+static void test_redis_unparsable_record(void **state)
+{
+    redis rs;
+    world w;
+    char block[160], log_path[80];
+    http_reply r;
+    (void)state;
+    snprintf(log_path, sizeof log_path, "/tmp/checkoutd-idem-bad-%d.log", (int)getpid());
+    unlink(log_path);
+    redis_start(&rs, 0);
+    redis_block(block, sizeof block, rs.port);
+    world_start_log(&w, block, log_path);
+    plant_record(rs.port, "planted-good", "D201", "{\"planted\":1}");
+    post(w.port, "planted-good", NULL, visa, &r);
+    assert_int_equal(r.status, 201);
+    assert_string_equal(http_reply_header(&r, "Idempotent-Replayed"), "true");
+    assert_int_equal(r.body_len, strlen("{\"planted\":1}"));
+    assert_memory_equal(r.body, "{\"planted\":1}", r.body_len);
+    http_reply_free(&r);
+
+    const char *bad[][2] = {{"planted-1009", "D9:9"},
+                            {"planted-099", "D099"},
+                            {"planted-600", "D600"},
+                            {"planted-state", "X200"},
+                            {"planted-sign", "D-20"}};
+    long calls = payments(&w);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        plant_record(rs.port, bad[i][0], bad[i][1], "{\"bad\":1}");
+        post(w.port, bad[i][0], NULL, visa, &r);
+        if (r.status != 503)
+            fail_msg("record %s: status %ld, want 503", bad[i][1], r.status);
+        assert_string_equal(code_of(&r), "idempotency_unavailable");
+        assert_string_equal(http_reply_header(&r, "Retry-After"), "1");
+        assert_null(http_reply_header(&r, "Idempotent-Replayed"));
+        http_reply_free(&r);
+    }
+    assert_int_equal(payments(&w), calls); /* nothing ran */
+    world_stop(&w);                        /* its log is complete */
+    assert_int_equal(log_count(log_path, "idempotency_record_invalid"),
+                     (int)(sizeof bad / sizeof bad[0]));
+    redis_stop(&rs);
+    unlink(log_path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redis_hung),          cmocka_unit_test(test_redis_rows),
         cmocka_unit_test(test_redis_two_instances), cmocka_unit_test(test_redis_down_and_back),
         cmocka_unit_test(test_memory_rows),         cmocka_unit_test(test_memory_full_of_claims),
-        cmocka_unit_test(test_store_off),
+        cmocka_unit_test(test_store_off),           cmocka_unit_test(test_redis_unparsable_record),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

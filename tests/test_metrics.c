@@ -13,10 +13,12 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../service/metrics.h"
 #include "support/prom.h"
@@ -353,14 +355,28 @@ static void test_negative_and_nan_durations_count_as_zero(void **state)
 typedef struct shared {
     mx *m;
     atomic_int workers_done;
-    int renders;     /* renders checked while the workers ran */
-    char error[512]; /* the renderer's first failure, or "" */
+    atomic_int renders;       /* renders checked while the workers ran */
+    atomic_int failed;        /* the renderer stopped on a failure (error says which) */
+    char error[512];          /* the renderer's first failure, or "" (read after the join) */
+    atomic_int render_missed; /* a worker gave up waiting for renders */
 } shared;
 
 static void *worker(void *arg)
 {
     shared *s = arg;
     for (int i = 0; i < ITERATIONS; i++) {
+        if (i == ITERATIONS / 2) {
+            /* halfway: wait until two more renders ended, so that at least one whole render ran
+             * while this worker was recording (else the renderer may never run concurrently, or
+             * at all: the workers can finish before its thread is scheduled) */
+            int seen = atomic_load(&s->renders);
+            time_t give_up = time(NULL) + 60; /* a renderer that never renders fails, not hangs */
+            while (atomic_load(&s->renders) < seen + 2 && !atomic_load(&s->failed) &&
+                   time(NULL) < give_up)
+                sched_yield();
+            if (atomic_load(&s->renders) < seen + 2)
+                atomic_store(&s->render_missed, 1);
+        }
         mx_checkout(s->m, MX_ACCEPTED, 0.003);
         mx_checkout(s->m, i % 2 ? MX_OVERLOADED : MX_NOT_FOUND, 0);
         mx_upstream(s->m, (size_t)(i % 3), (tg_kind)(i % NKINDS), 0.02);
@@ -378,15 +394,20 @@ static void *worker(void *arg)
 static void *renderer(void *arg)
 {
     shared *s = arg;
-    while (atomic_load(&s->workers_done) < THREADS && s->error[0] == '\0') {
+    while (atomic_load(&s->workers_done) < THREADS) {
         char *text = mx_render(s->m, NULL);
         if (text == NULL) {
             snprintf(s->error, sizeof(s->error), "mx_render returned NULL");
+            atomic_store(&s->failed, 1);
             break;
         }
-        prom_check(text, s->error, sizeof(s->error));
+        int bad = prom_check(text, s->error, sizeof(s->error));
         free(text);
-        s->renders++;
+        if (bad != 0) {
+            atomic_store(&s->failed, 1);
+            break;
+        }
+        atomic_fetch_add(&s->renders, 1);
     }
     return NULL;
 }
@@ -397,15 +418,20 @@ static void test_concurrent_recording_loses_nothing(void **state)
     shared s = {.m = f->m};
     pthread_t workers[THREADS], render_thread;
     atomic_init(&s.workers_done, 0);
+    atomic_init(&s.renders, 0);
+    atomic_init(&s.failed, 0);
     assert_int_equal(pthread_create(&render_thread, NULL, renderer, &s), 0);
     for (int t = 0; t < THREADS; t++)
         assert_int_equal(pthread_create(&workers[t], NULL, worker, &s), 0);
     for (int t = 0; t < THREADS; t++)
         pthread_join(workers[t], NULL);
     pthread_join(render_thread, NULL);
-    if (s.error[0] != '\0')
+    if (atomic_load(&s.failed))
         fail_msg("a render during recording was invalid: %s", s.error);
-    print_message("%d concurrent renders checked\n", s.renders);
+    int renders = atomic_load(&s.renders);
+    print_message("%d concurrent renders checked\n", renders);
+    assert_true(renders >= 2); /* the renderer ran, during the recording (see worker) */
+    assert_false(atomic_load(&s.render_missed));
 
     const char *text = render(f);
     double n = (double)THREADS * ITERATIONS;

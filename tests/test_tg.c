@@ -170,7 +170,14 @@ static tg_group *run_two_failures_same_turn(const char *fail_a, const char *fail
         tg_loop_run_once(fx.loop, 10);
     assert_int_equal(stub_requests(fx.upstream), 3);
     assert_int_equal(fx.done_calls, before);
-    usleep(700 * 1000); /* both answers (200 ms) arrive while the loop does not run */
+    /* both answers (after 200 ms) arrive while the loop does not run: wait until the stub has
+     * queued both (not a bare sleep: a loaded machine may take longer than any fixed one), then
+     * give its thread time to write them to their sockets */
+    until = proc_now_ms() + 10000;
+    while (stub_answered(fx.upstream) < 2 && proc_now_ms() < until)
+        usleep(10 * 1000);
+    assert_true(stub_answered(fx.upstream) >= 2);
+    usleep(300 * 1000);
     tg_loop_run_once(fx.loop, 0);
     assert_int_equal(fx.done_calls, before + 1);
     return g;
