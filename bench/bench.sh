@@ -559,6 +559,7 @@ summary=$(awk -F '\t' -v servers="$servers" -v scen="$scenarios" '
     for (i = 1; i <= ns; i++) {
       for (j = 1; j <= nv; j++) {
         k = S[i] SUBSEP V[j]
+        if (!runs[k] && V[j] == "peer" && S[i] ~ /_off$/) continue # not run: the peer has no journal
         if (!runs[k]) { printf "| %s | %s | failed | | | | | | | | |\n", S[i], V[j]; continue }
         split("rps p50 p90 p99 bad err cpu hwm oth", names, " ")
         for (x in names) M[k, names[x]] = median(vals[k, names[x]])

@@ -53,6 +53,9 @@ awk -F '\t' -v dir="$tmp" '
   }' "$raw"
 
 scenarios=$(cat "$tmp/scenarios")
+# A scenario the peer did not run (the *_off rows: it has no journal) has no reference series:
+# gnuplot refuses a histogram column without one valid point.
+has_peer() { awk '$3 != "NaN" { found = 1 } END { exit !found }' "$tmp/thr_$1.dat"; }
 [ -n "$scenarios" ] || { echo "plot.sh: no successful run in $raw" >&2; exit 1; }
 n=$(echo "$scenarios" | wc -w)
 rounds=$(cat "$tmp/rounds")
@@ -72,9 +75,14 @@ when=$(basename "$raw" .tsv | sed 's/^bench-//')
   echo "set ylabel 'latency, ms (log scale)'"
   for s in $scenarios; do
     echo "set title '$s: latency percentiles'"
-    echo "plot '$tmp/lat_$s.dat' using 2:xtic(1) title 'checkoutd' lc rgb '#1a7f37', '' using 3 title 'reference' lc rgb '#0969da', \\"
-    echo "  '' using (\$0-0.22):2:(sprintf('%.1f',\$2)) with labels offset 0,0.7 font 'sans,8' notitle, \\"
-    echo "  '' using (\$0+0.22):3:(sprintf('%.1f',\$3)) with labels offset 0,0.7 font 'sans,8' notitle"
+    if has_peer "$s"; then
+      echo "plot '$tmp/lat_$s.dat' using 2:xtic(1) title 'checkoutd' lc rgb '#1a7f37', '' using 3 title 'reference' lc rgb '#0969da', \\"
+      echo "  '' using (\$0-0.22):2:(sprintf('%.1f',\$2)) with labels offset 0,0.7 font 'sans,8' notitle, \\"
+      echo "  '' using (\$0+0.22):3:(sprintf('%.1f',\$3)) with labels offset 0,0.7 font 'sans,8' notitle"
+    else
+      echo "plot '$tmp/lat_$s.dat' using 2:xtic(1) title 'checkoutd' lc rgb '#1a7f37', \\"
+      echo "  '' using (\$0):2:(sprintf('%.1f',\$2)) with labels offset 0,0.7 font 'sans,8' notitle"
+    fi
   done
   echo "unset logscale y"
   echo "set yrange [0:*]"
@@ -82,9 +90,14 @@ when=$(basename "$raw" .tsv | sed 's/^bench-//')
   echo "set ylabel 'checkouts per second'"
   for s in $scenarios; do
     echo "set title '$s: throughput'"
-    echo "plot '$tmp/thr_$s.dat' using 2:xtic(1) title 'checkoutd' lc rgb '#1a7f37', '' using 3 title 'reference' lc rgb '#0969da', \\"
-    echo "  '' using (\$0-0.22):2:(sprintf('%.0f',\$2)) with labels offset 0,0.7 font 'sans,9' notitle, \\"
-    echo "  '' using (\$0+0.22):3:(sprintf('%.0f',\$3)) with labels offset 0,0.7 font 'sans,9' notitle"
+    if has_peer "$s"; then
+      echo "plot '$tmp/thr_$s.dat' using 2:xtic(1) title 'checkoutd' lc rgb '#1a7f37', '' using 3 title 'reference' lc rgb '#0969da', \\"
+      echo "  '' using (\$0-0.22):2:(sprintf('%.0f',\$2)) with labels offset 0,0.7 font 'sans,9' notitle, \\"
+      echo "  '' using (\$0+0.22):3:(sprintf('%.0f',\$3)) with labels offset 0,0.7 font 'sans,9' notitle"
+    else
+      echo "plot '$tmp/thr_$s.dat' using 2:xtic(1) title 'checkoutd' lc rgb '#1a7f37', \\"
+      echo "  '' using (\$0):2:(sprintf('%.0f',\$2)) with labels offset 0,0.7 font 'sans,9' notitle"
+    fi
   done
   echo "unset multiplot"
 } >"$tmp/plot.gp"

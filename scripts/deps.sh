@@ -14,7 +14,7 @@ case "$set_name" in
   # strace: test_journal's proof of the order of fdatasync and sends
   test)  pkgs="$pkgs libcmocka-dev openssl redis-server chromium nodejs python3 strace"
          command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
-  bench) pkgs="$pkgs libcmocka-dev openssl redis-server wrk nginx libnginx-mod-http-echo python3-aiohttp procps gnuplot-nox" ;;
+  bench) pkgs="$pkgs libcmocka-dev openssl redis-server wrk nginx libnginx-mod-http-echo python3-aiohttp python3-redis procps gnuplot-nox" ;;
   lint)  pkgs="$pkgs clang-format clang-tidy cppcheck" ;;
   fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
   *) echo "deps.sh: unknown set '$set_name' (build, test, bench, lint, fuzz)" >&2; exit 2 ;;
