@@ -84,6 +84,8 @@ enum MHD_Result adm_answer_page(struct MHD_Connection *conn, adm_page r, co_serv
     case ADM_READYZ:
         if (draining)
             return queue_json(conn, 503, "{\"status\":\"draining\"}");
+        if (atomic_load(&checkout->recovering))
+            return queue_json(conn, 503, "{\"status\":\"recovering\"}");
         if (checkout->resolver != NULL && !dns_all_resolved(checkout->resolver))
             return queue_resolving(conn, checkout->resolver);
         if (checkout->journal != NULL && !jr_healthy(checkout->journal))

@@ -48,6 +48,9 @@ typedef struct co_service {
     /* v1.3 durable compensation: the journal (lib/jr) when the config journals, else NULL (the
      * v1.2 path, no cost). Set after co_service_init, before the first checkout. */
     jr *journal;
+    /* 1 while the journal is taken up at start (the admin listener's thread already answers:
+     * /readyz says "recovering" there; listen's connections wait in the backlog). */
+    atomic_int recovering;
     /* v1.3 "Names": the process's resolver (NULL: none, tests), and per validation the host of
      * its url (NULL when an IP literal). Set after co_service_init, before the first checkout. */
     dns *resolver;

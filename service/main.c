@@ -359,6 +359,7 @@ int main(int argc, char **argv)
     }
     windows = win_new(nloops, c.nvalidations); /* /status; NULL (out of memory): all zeros */
     checkout.windows = windows;
+    atomic_store(&checkout.recovering, c.journal.on);
     server = srv_start(&c, &checkout, loops, nloops, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "checkoutd: %s\n", err);
@@ -366,6 +367,7 @@ int main(int argc, char **argv)
     }
     /* Recovery before any loop runs: no request is accepted before its keys' answers are back. */
     journal = journal_open(&c, &checkout, loops, nloops, &loops_ok);
+    atomic_store(&checkout.recovering, 0);
     if (!loops_ok)
         goto out;
     for (size_t i = 0; loops_ok && i < nloops; i++)
