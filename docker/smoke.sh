@@ -433,7 +433,7 @@ done
 kctr0=$(podman ps --format '{{.Names}}' | grep -- '-checkoutd$' | grep '^checkoutd-pod' | head -n 1)
 podman exec "$kctr0" /usr/local/bin/checkoutd-healthcheck || fail "kube: the admin port (9090) does not answer /healthz"
 kctr=$(podman ps --format '{{.Names}}' | grep -- '-checkoutd$' | grep '^checkoutd-pod' | head -n 1)
-[ "$(podman exec "$kctr" printenv CHECKOUTD_PAYMENT_URL)" = http://127.0.0.1:9103/verify ] ||
+[ "$(podman exec "$kctr" printenv CHECKOUTD_PAYMENT_URL)" = http://localhost:9103/verify ] ||
   fail "kube: the ConfigMap's CHECKOUTD_* did not reach the container"
 [ "$(podman exec "$kctr" id -u)" = 10001 ] || fail "kube: not running as uid 10001"
 check_checkouts "$P_KUBE" "kube play"
