@@ -206,7 +206,10 @@ wait_ready() {
 check_admin() {
   [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/metrics")" = 404 ] ||
     fail "$3: /metrics answers on the checkout port"
-  curl -s --max-time 5 "http://127.0.0.1:$2/metrics" | grep -q '^checkoutd_checkouts_total{outcome="accepted"}' ||
+  # read whole, then grep: with pipefail, grep -q's early exit can fail curl with SIGPIPE
+  local metrics
+  metrics=$(curl -s --max-time 5 "http://127.0.0.1:$2/metrics" || true)
+  grep -q '^checkoutd_checkouts_total{outcome="accepted"}' <<<"$metrics" ||
     fail "$3: no /metrics on the admin port"
   [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$2/status.json")" = 200 ] ||
     fail "$3: no /status.json on the admin port"
