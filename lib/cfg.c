@@ -660,6 +660,19 @@ void cfg_top_where(const cfg_loader *ld, const char *key, cfg_where *w)
     snprintf(w->key, sizeof w->key, "%s", key);
 }
 
+void cfg_block_where(const cfg_loader *ld, const char *block, const char *key, const char *env_used,
+                     cfg_where *w)
+{
+    if (env_used != NULL) {
+        w->source = NULL;
+        snprintf(w->key, sizeof w->key, "%s", env_used);
+    } else {
+        char dotted[CFG_KEY_MAX];
+        snprintf(dotted, sizeof dotted, "%s.%s", block, key);
+        cfg_top_where(ld, dotted, w);
+    }
+}
+
 static int load_validations(const loader *ld, const json_t *root, cfg *c)
 {
     const json_t *list = json_object_get(root, "validations");

@@ -12,18 +12,6 @@ static const char *const dns_keys[] = {"servers", "refresh_ms", "timeout_ms"};
 #define DNS_MAX_SERVERS 8
 #define DNS_SERVER_MAX  64 /* "[IPv6]:PORT" */
 
-static void where_of(const cfg_loader *ld, const char *key, const char *env_used, cfg_where *w)
-{
-    if (env_used != NULL) {
-        w->source = NULL;
-        snprintf(w->key, sizeof w->key, "%s", env_used);
-    } else {
-        char dotted[CFG_KEY_MAX];
-        snprintf(dotted, sizeof dotted, "dns.%s", key);
-        cfg_top_where(ld, dotted, w);
-    }
-}
-
 /* One server, "IP", "IP:PORT", "[IPv6]" or "[IPv6]:PORT" (a bare IPv6 without port too), into
  * out as c-ares takes it; 0 or -1. */
 static int server_norm(const char *s, size_t len, char out[DNS_SERVER_MAX])
@@ -110,7 +98,7 @@ static int load_servers(const cfg_loader *ld, const json_t *value, cfg_dns *out)
     cfg_where w;
     const char *env = cfg_env(ld, "CHECKOUTD_DNS_SERVERS");
     if (env != NULL) {
-        where_of(ld, "servers", "CHECKOUTD_DNS_SERVERS", &w);
+        cfg_block_where(ld, "dns", "servers", "CHECKOUTD_DNS_SERVERS", &w);
         const char *p = env;
         for (;;) {
             const char *comma = strchr(p, ',');
@@ -122,7 +110,7 @@ static int load_servers(const cfg_loader *ld, const json_t *value, cfg_dns *out)
             p = comma + 1;
         }
     } else if (value != NULL) {
-        where_of(ld, "servers", NULL, &w);
+        cfg_block_where(ld, "dns", "servers", NULL, &w);
         char shown[CFG_SHOW_MAX];
         if (!json_is_array(value) || json_array_size(value) == 0) {
             cfg_show_json(value, shown);
@@ -159,7 +147,7 @@ static int load_int(const cfg_loader *ld, const json_t *obj, const char *key, co
     const char *env = envname ? cfg_env(ld, envname) : NULL;
     *out = def;
     if (env != NULL) {
-        where_of(ld, key, envname, &w);
+        cfg_block_where(ld, "dns", key, envname, &w);
         long v;
         if (cfg_parse_long(env, &v) != 0 || v < min || v > max) {
             char shown[CFG_SHOW_MAX];
@@ -172,7 +160,7 @@ static int load_int(const cfg_loader *ld, const json_t *obj, const char *key, co
     const json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (v == NULL)
         return 0;
-    where_of(ld, key, NULL, &w);
+    cfg_block_where(ld, "dns", key, NULL, &w);
     return cfg_get_int(ld, &w, v, min, max, out);
 }
 

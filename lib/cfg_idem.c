@@ -25,18 +25,6 @@ static const idem_int idem_ints[] = {
      offsetof(cfg_idempotency, timeout_ms)},
 };
 
-static void where_of(const cfg_loader *ld, const char *key, const char *env_used, cfg_where *w)
-{
-    if (env_used != NULL) {
-        w->source = NULL;
-        snprintf(w->key, sizeof w->key, "%s", env_used);
-    } else {
-        char dotted[CFG_KEY_MAX];
-        snprintf(dotted, sizeof dotted, "idempotency.%s", key);
-        cfg_top_where(ld, dotted, w);
-    }
-}
-
 static int store_ok(const char *s)
 {
     return strcmp(s, "memory") == 0 || strcmp(s, "redis") == 0 || strcmp(s, "off") == 0;
@@ -131,7 +119,7 @@ int cfg_idem_load(const cfg_loader *ld, const json_t *value, cfg *out)
     const json_t *v = pick(ld, value, "store", "CHECKOUTD_IDEMPOTENCY_STORE", &owned, &env_used);
     c->store = CFG_IDEM_MEMORY;
     if (v != NULL) {
-        where_of(ld, "store", env_used, &w);
+        cfg_block_where(ld, "idempotency", "store", env_used, &w);
         const char *s = cfg_get_string(ld, &w, v, "\"memory\", \"redis\" or \"off\"", store_ok);
         if (s == NULL)
             goto fail;
@@ -148,7 +136,7 @@ int cfg_idem_load(const cfg_loader *ld, const json_t *value, cfg *out)
         const char *val = cfg_env(ld, k->env);
         *dst = k->def;
         if (val != NULL) {
-            where_of(ld, k->key, k->env, &w);
+            cfg_block_where(ld, "idempotency", k->key, k->env, &w);
             long n;
             if (cfg_parse_long(val, &n) != 0 || n < k->min || n > k->max) {
                 char shown[CFG_SHOW_MAX];
@@ -158,14 +146,14 @@ int cfg_idem_load(const cfg_loader *ld, const json_t *value, cfg *out)
             }
             *dst = n;
         } else if (value != NULL && json_object_get(value, k->key) != NULL) {
-            where_of(ld, k->key, NULL, &w);
+            cfg_block_where(ld, "idempotency", k->key, NULL, &w);
             if (cfg_get_int(ld, &w, json_object_get(value, k->key), k->min, k->max, dst) != 0)
                 goto fail;
         }
     }
 
     v = pick(ld, value, "redis_url", "CHECKOUTD_IDEMPOTENCY_REDIS_URL", &owned, &env_used);
-    where_of(ld, "redis_url", env_used, &w);
+    cfg_block_where(ld, "idempotency", "redis_url", env_used, &w);
     if (v == NULL) {
         if (c->store == CFG_IDEM_REDIS) {
             cfg_errf(ld, &w, "required when idempotency.store is \"redis\"");

@@ -69,6 +69,10 @@ int cfg_url_ok(const char *u);
 void cfg_val_where(const cfg_loader *ld, size_t i, const char *key, cfg_where *w);
 /* The key label of a top-level key (may be dotted: "idempotency.store"). */
 void cfg_top_where(const cfg_loader *ld, const char *key, cfg_where *w);
+/* The key label of key inside the top-level block (block "dns", key "refresh_ms"): env_used, the
+ * variable, when the value came from one, else "block.key" in the config file. */
+void cfg_block_where(const cfg_loader *ld, const char *block, const char *key, const char *env_used,
+                     cfg_where *w);
 
 /* A nested key of a validation. load runs for every validation, value NULL when the key is absent
  * (set the defaults then); entry is the whole validation object (its other keys). 0 or -1 after a

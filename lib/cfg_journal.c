@@ -28,19 +28,6 @@ static int path_ok(const char *s)
     return n > 0 && n < 4000 && s[n - 1] != '/';
 }
 
-/* The key's label: the variable when it came from one, else "journal.<key>". */
-static void where_of(const cfg_loader *ld, const char *key, const char *env, cfg_where *w)
-{
-    if (env != NULL) {
-        w->source = NULL;
-        snprintf(w->key, sizeof w->key, "%s", env);
-    } else {
-        char dotted[CFG_KEY_MAX];
-        snprintf(dotted, sizeof dotted, "journal.%s", key);
-        cfg_top_where(ld, dotted, w);
-    }
-}
-
 /* The string of key: the variable's when set, else the text's; NULL when neither. */
 static const char *get(const cfg_loader *ld, const json_t *obj, const char *key, const char *env,
                        const char *what, cfg_string_check check, cfg_where *w, int *failed)
@@ -48,7 +35,7 @@ static const char *get(const cfg_loader *ld, const json_t *obj, const char *key,
     const char *v = cfg_env(ld, env);
     *failed = 0;
     if (v != NULL) {
-        where_of(ld, key, env, w);
+        cfg_block_where(ld, "journal", key, env, w);
         if (check(v))
             return v;
         char shown[CFG_SHOW_MAX];
@@ -60,7 +47,7 @@ static const char *get(const cfg_loader *ld, const json_t *obj, const char *key,
     const json_t *j = obj ? json_object_get(obj, key) : NULL;
     if (j == NULL)
         return NULL;
-    where_of(ld, key, NULL, w);
+    cfg_block_where(ld, "journal", key, NULL, w);
     v = cfg_get_string(ld, w, j, what, check);
     *failed = v == NULL;
     return v;
@@ -123,7 +110,7 @@ int cfg_journal_load(const cfg_loader *ld, const json_t *value, cfg *out)
         return -1;
     if (path == NULL) {
         path = JOURNAL_DEFAULT_PATH;
-        where_of(ld, "path", NULL, &w);
+        cfg_block_where(ld, "journal", "path", NULL, &w);
     }
     j->on = has_comp && !off;
     j->off_given = has_comp && off;
